@@ -1,0 +1,14 @@
+//! kausal's core: the data model (objects, activities, audit wire types), the span conventions,
+//! the component model and its registry, the pipeline graph, configuration loading and the
+//! cache interface. It depends on no component; components depend on it.
+
+pub mod activity;
+pub mod audit;
+pub mod conventions;
+pub mod object;
+
+pub use activity::{Activity, ActivityDetail, Link, LinkRole, Nanos};
+pub use object::{ObjectKey, ObjectRef};
+
+/// OTLP trace types, re-exported so that components agree on one version.
+pub use opentelemetry_proto::tonic::{common::v1 as otlp_common, resource::v1 as otlp_resource, trace::v1 as otlp_trace};
