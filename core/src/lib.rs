@@ -4,10 +4,17 @@
 
 pub mod activity;
 pub mod audit;
+pub mod cache;
+pub mod component;
+pub mod config;
 pub mod conventions;
 pub mod object;
+pub mod registry;
+pub mod service;
+pub mod telemetry;
 
 pub use activity::{Activity, ActivityDetail, Link, LinkRole, Nanos};
+pub use component::{Batch, ComponentId, Consumer, ConsumeError, DataKind};
 pub use object::{ObjectKey, ObjectRef};
 
 /// OTLP trace types, re-exported so that components agree on one version.
