@@ -4,6 +4,7 @@
 
 pub mod activity;
 pub mod audit;
+pub mod bounded;
 pub mod cache;
 pub mod component;
 pub mod config;
