@@ -10,6 +10,7 @@ pub mod component;
 pub mod config;
 pub mod conventions;
 pub mod object;
+pub mod otlp;
 pub mod registry;
 pub mod service;
 pub mod telemetry;
