@@ -1,1 +1,67 @@
-fn main() {}
+//! The `kausal` binary: command line, the compiled-in component list, and the service run loop.
+
+mod components;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "kausal", version, about = "Turns the Kubernetes control plane into traces")]
+struct Cli {
+    /// Configuration file(s), deep-merged in order; with no subcommand, `run` is implied.
+    #[arg(long = "config", short = 'c', global = false)]
+    config: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the pipelines of a configuration until SIGINT/SIGTERM.
+    Run {
+        #[arg(long = "config", short = 'c', required = true)]
+        config: Vec<PathBuf>,
+    },
+    /// Check a configuration and exit.
+    Validate {
+        #[arg(long = "config", short = 'c', required = true)]
+        config: Vec<PathBuf>,
+    },
+    /// List the compiled-in components.
+    Components,
+    /// Print the resolved configuration (merged, environment expanded).
+    PrintConfig {
+        #[arg(long = "config", short = 'c', required = true)]
+        config: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = match (cli.command, cli.config.is_empty()) {
+        (Some(c), true) => c,
+        (None, false) => Command::Run { config: cli.config },
+        (None, true) => {
+            eprintln!("kausal: nothing to do; pass --config FILE to run a configuration, or see `kausal --help`");
+            return ExitCode::from(2);
+        }
+        (Some(_), false) => {
+            eprintln!("kausal: --config goes after the subcommand, e.g. `kausal validate --config FILE`");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Components => {
+            for c in components::registry().list() {
+                println!("{:<10} {:<16} {}", c.kind, c.type_name, c.description);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Validate { config } => run::validate(&config),
+        Command::PrintConfig { config } => run::print_config(&config),
+        Command::Run { config } => run::run(&config),
+    }
+}

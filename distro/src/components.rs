@@ -1,0 +1,11 @@
+//! Every component compiled into this binary.
+
+use kausal_core::registry::Registry;
+
+pub fn registry() -> Registry {
+    let mut r = Registry::default();
+    r.processor(kausal_processor_ownerlinker::Factory)
+        .processor(kausal_processor_spanbuilder::Factory)
+        .exporter(kausal_exporter_debug::Factory);
+    r
+}
