@@ -56,7 +56,8 @@ pub fn init_logging(telemetry: &TelemetryConfig) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&telemetry.logs.level)
         .map_err(|e| format!("service.telemetry.logs.level: invalid level {:?}: {e}", telemetry.logs.level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     let result = match telemetry.logs.encoding {
         LogEncoding::Json => builder.json().try_init(),
         LogEncoding::Console => builder.try_init(),
