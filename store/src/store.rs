@@ -254,17 +254,38 @@ impl Store {
 
     /// Record a query-side trace id for `trace` and return it. Idempotent.
     pub fn put_trace_ref(&self, trace: &TraceRef) -> Result<u64, StoreError> {
-        let id = trace.id();
-        if self.read()?.trace_ref(id)?.is_some() {
-            return Ok(id);
+        Ok(self.put_trace_refs(std::slice::from_ref(trace))?.first().copied().unwrap_or_else(|| trace.id()))
+    }
+
+    /// Record query-side trace ids for several traces in one transaction (none if all are
+    /// known already); returns their ids in order.
+    pub fn put_trace_refs(&self, traces: &[TraceRef]) -> Result<Vec<u64>, StoreError> {
+        let ids: Vec<u64> = traces.iter().map(TraceRef::id).collect();
+        let missing: Vec<(u64, &TraceRef)> = {
+            let snapshot = self.read()?;
+            let mut missing = Vec::new();
+            for (id, trace) in ids.iter().zip(traces) {
+                if snapshot.trace_ref(*id)?.is_none() {
+                    missing.push((*id, trace));
+                }
+            }
+            missing
+        };
+        if missing.is_empty() {
+            return Ok(ids);
         }
         let mut state = self.lock_writer();
         let mut txn = self.db.begin_write()?;
         let durable = self.begin_commit(&mut state, &mut txn)?;
-        txn.open_table(TRACES)?.insert(id, trace.encode().as_slice())?;
+        {
+            let mut table = txn.open_table(TRACES)?;
+            for (id, trace) in missing {
+                table.insert(id, trace.encode().as_slice())?;
+            }
+        }
         txn.commit()?;
         self.end_commit(&mut state, durable);
-        Ok(id)
+        Ok(ids)
     }
 
     /// Delete what is older than the configured retention, relative to `now`.

@@ -1,1 +1,9 @@
-//! placeholder until written
+//! The `query` extension: serves the span store over the Jaeger HTTP query API.
+
+pub mod api;
+pub mod assemble;
+pub mod jaeger;
+pub mod load;
+pub mod mode;
+
+pub use api::{router, QueryOptions};

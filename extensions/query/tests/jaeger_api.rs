@@ -1,0 +1,283 @@
+//! The query API as a user meets it: spans for a Deployment rollout are written to a store,
+//! the router is served on a real socket, and Jaeger API requests go over HTTP.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kausal_core::conventions::{Window, DEFAULT_WINDOW_NANOS};
+use kausal_core::otlp_trace::{ResourceSpans, Span};
+use kausal_core::{LinkRole, Nanos, ObjectKey};
+use kausal_extension_query::{router, QueryOptions};
+use kausal_store::testing::{audit_span, link, object_span, resource_spans, with_diff};
+use kausal_store::{Store, StoreOptions};
+use serde_json::Value;
+
+const SECOND: Nanos = 1_000_000_000;
+const MINUTE: Nanos = 60 * SECOND;
+
+fn key(resource: &str, name: &str) -> ObjectKey {
+    let group = if resource == "pods" { "" } else { "apps" };
+    ObjectKey::new("prod", group, resource, "default", name)
+}
+
+fn kind(key: &ObjectKey) -> &'static str {
+    match key.resource.as_str() {
+        "deployments" => "Deployment",
+        "replicasets" => "ReplicaSet",
+        _ => "Pod",
+    }
+}
+
+/// A rollout of Deployment `demo`: ReplicaSet `demo-a` with two Pods, then (20 minutes later,
+/// usually in the next window) `demo-b` with two more. Object spans are emitted for every
+/// window the rollout touches, with ownership links on both ends, as the span builder does.
+fn rollout(t0: Nanos) -> Vec<ResourceSpans> {
+    let deployment = key("deployments", "demo");
+    let sets = [key("replicasets", "demo-a"), key("replicasets", "demo-b")];
+    let pods = [
+        (0, key("pods", "demo-a-1")),
+        (0, key("pods", "demo-a-2")),
+        (1, key("pods", "demo-b-1")),
+        (1, key("pods", "demo-b-2")),
+    ];
+    let dc = "system:serviceaccount:kube-system:deployment-controller";
+    let rc = "system:serviceaccount:kube-system:replicaset-controller";
+    let later = t0 + 20 * MINUTE;
+    let mut activities: Vec<(ObjectKey, Nanos, &str, &str, &str, &str, i64)> = vec![
+        (deployment.clone(), t0, "d1", "alice", "create", "", 201),
+        (deployment.clone(), t0 + SECOND, "d2", dc, "update", "status", 200),
+        (deployment.clone(), t0 + 2 * SECOND, "d3", dc, "update", "status", 409),
+        (deployment.clone(), later, "d4", "alice", "update", "", 200),
+        (sets[0].clone(), t0 + SECOND, "r1", dc, "create", "", 201),
+        (sets[1].clone(), later + SECOND, "r2", dc, "create", "", 201),
+    ];
+    for (i, (set, pod)) in pods.iter().enumerate() {
+        let at = if *set == 0 { t0 } else { later } + 2 * SECOND + i as Nanos * 100_000_000;
+        activities.push((pod.clone(), at, "p-create", rc, "create", "", 201));
+        activities.push((pod.clone(), at + SECOND, "p-bind", "system:kube-scheduler", "create", "binding", 201));
+    }
+    let mut windows: Vec<Window> = activities.iter().map(|a| Window::containing(a.1, DEFAULT_WINDOW_NANOS)).collect();
+    windows.sort();
+    windows.dedup();
+    let mut by_service: HashMap<String, Vec<Span>> = HashMap::new();
+    for &w in &windows {
+        let mut push = |k: &ObjectKey, links| by_service.entry(k.group_resource()).or_default().push(object_span(k, kind(k), w, links));
+        push(&deployment, sets.iter().map(|s| link(s, "ReplicaSet", w, LinkRole::Child)).collect());
+        for (i, set) in sets.iter().enumerate() {
+            let mut links = vec![link(&deployment, "Deployment", w, LinkRole::Parent)];
+            links.extend(pods.iter().filter(|(s, _)| *s == i).map(|(_, p)| link(p, "Pod", w, LinkRole::Child)));
+            push(set, links);
+        }
+        for (set, pod) in &pods {
+            push(pod, vec![link(&sets[*set], "ReplicaSet", w, LinkRole::Parent)]);
+        }
+    }
+    for (object, at, id, user, verb, sub, code) in activities {
+        let w = Window::containing(at, DEFAULT_WINDOW_NANOS);
+        let audit_id = format!("{id}-{}", object.name);
+        let mut span = audit_span(&object, w, &audit_id, user, verb, sub, code, at, at + 5_000_000);
+        if id == "d4" {
+            span = with_diff(span, &["spec.template.spec.containers[0].image \"nginx:1.25\" -> \"nginx:1.26\""]);
+        }
+        by_service.entry(object.group_resource()).or_default().push(span);
+    }
+    by_service.into_iter().map(|(service, spans)| resource_spans("prod", &service, spans)).collect()
+}
+
+fn now() -> Nanos {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as Nanos
+}
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn serve(store: Arc<Store>) -> Server {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = router(store, QueryOptions::default());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Server { base, client: reqwest::Client::new(), stop, task }
+}
+
+impl Server {
+    async fn get(&self, path_and_query: &str) -> (u16, Value) {
+        let response = self.client.get(format!("{}{path_and_query}", self.base)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn shutdown(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn spans_by_operation(trace: &Value) -> HashMap<String, &Value> {
+    trace["spans"].as_array().unwrap().iter().map(|s| (s["operationName"].as_str().unwrap().to_string(), s)).collect()
+}
+
+fn parent_of(span: &Value) -> Option<&str> {
+    span["references"].as_array().unwrap().first().map(|r| {
+        assert_eq!(r["refType"], "CHILD_OF");
+        r["spanID"].as_str().unwrap()
+    })
+}
+
+fn log_events(span: &Value) -> Vec<String> {
+    span["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let fields = l["fields"].as_array().unwrap();
+            fields.iter().find(|f| f["key"] == "event").unwrap()["value"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn deployment_rollout_reads_as_one_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now() - 40 * MINUTE;
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let stats = store.write(&rollout(t0)).unwrap();
+    assert_eq!(stats.rejected, 0);
+    let server = serve(store.clone()).await;
+
+    let (status, services) = server.get("/api/services").await;
+    assert_eq!(status, 200);
+    assert_eq!(services["data"], serde_json::json!(["tracing"]));
+    assert_eq!(services["total"], 1);
+    let (_, ops) = server.get("/api/services/tracing/operations").await;
+    assert_eq!(ops["data"], serde_json::json!(["prod"]));
+    let (_, ops) = server.get("/api/operations?service=tracing").await;
+    assert_eq!(ops["data"][0]["name"], "prod");
+
+    let tags = encode(r#"{"resource":"deployments","name":"demo"}"#);
+    let (status, found) = server.get(&format!("/api/traces?service=tracing&tags={tags}")).await;
+    assert_eq!(status, 200, "{found}");
+    let traces = found["data"].as_array().unwrap();
+    assert_eq!(traces.len(), 1, "one object, one trace");
+    let trace = &traces[0];
+    let trace_id = trace["traceID"].as_str().unwrap().to_string();
+    assert_eq!(trace_id.len(), 32);
+    assert!(trace_id.starts_with("ff") && &trace_id[10..16] == "e1e3e7", "{trace_id}");
+
+    let spans = spans_by_operation(trace);
+    assert_eq!(spans.len(), 7, "deployment, 2 replicasets, 4 pods, each once: {:?}", spans.keys());
+    let root = spans["default/demo"];
+    assert_eq!(parent_of(root), None);
+    let root_id = root["spanID"].as_str().unwrap();
+    let process = &trace["processes"][root["processID"].as_str().unwrap()];
+    assert_eq!(process["serviceName"], "deployments.apps");
+    let sets: Vec<&str> = spans
+        .iter()
+        .filter(|(_, s)| parent_of(s) == Some(root_id))
+        .map(|(op, _)| op.as_str())
+        .collect();
+    assert_eq!(sets.len(), 2, "exactly two ReplicaSets under the Deployment: {sets:?}");
+    for set in ["demo-a", "demo-b"] {
+        let set_span = spans[&format!("default/{set}")];
+        assert_eq!(parent_of(set_span), Some(root_id));
+        assert_eq!(trace["processes"][set_span["processID"].as_str().unwrap()]["serviceName"], "replicasets.apps");
+        for i in 1..=2 {
+            let pod = spans[&format!("default/{set}-{i}")];
+            assert_eq!(parent_of(pod), set_span["spanID"].as_str(), "pod {set}-{i} under {set}");
+            assert_eq!(trace["processes"][pod["processID"].as_str().unwrap()]["serviceName"], "pods");
+            let events = log_events(pod);
+            assert!(events.contains(&"system:kube-scheduler create binding".to_string()), "{events:?}");
+        }
+    }
+
+    // The Deployment's audit activities are logs on its span, the conflict included, in time
+    // order, across both windows: one span from the first to the last activity.
+    let events = log_events(root);
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(events[0], "alice create");
+    assert_eq!(events[2], "system:serviceaccount:kube-system:deployment-controller update status (Conflict)");
+    assert_eq!(events[3], "alice update");
+    let conflict = &root["logs"][2]["fields"];
+    assert!(conflict.as_array().unwrap().iter().any(|f| f["key"] == "http.response.status_code" && f["value"] == 409));
+    let diff = &root["logs"][3]["fields"];
+    assert!(diff.as_array().unwrap().iter().any(|f| f["key"] == "kausal.diff.lines"
+        && f["value"].as_str().unwrap().contains("nginx:1.26")));
+    assert_eq!(root["startTime"], t0 / 1_000);
+    assert_eq!(root["duration"], (20 * MINUTE + 5_000_000) / 1_000);
+    assert!(root["tags"].as_array().unwrap().iter().any(|t| t["key"] == "k8s.deployment.name" && t["value"] == "demo"));
+
+    // The trace id is a deep link.
+    let (status, by_id) = server.get(&format!("/api/traces/{trace_id}")).await;
+    assert_eq!(status, 200, "{by_id}");
+    assert_eq!(by_id["data"][0]["spans"].as_array().unwrap().len(), 7);
+
+    // Searching by a semantic-convention attribute and by cluster finds the same object.
+    let tags = encode(r#"{"k8s.deployment.name":"demo"}"#);
+    let (_, found) = server.get(&format!("/api/traces?service=tracing&operation=prod&tags={tags}")).await;
+    assert_eq!(found["data"].as_array().unwrap().len(), 1);
+    let (_, found) = server.get(&format!("/api/traces?service=tracing&operation=staging&tags={tags}")).await;
+    assert_eq!(found["data"].as_array().unwrap().len(), 0);
+    // Outside the time range there is nothing.
+    let old_end = (t0 - 120 * MINUTE) / 1_000;
+    let (_, found) = server.get(&format!("/api/traces?service=tracing&tags={tags}&start={}&end={old_end}", old_end - 1_000_000)).await;
+    assert_eq!(found["data"].as_array().unwrap().len(), 0);
+
+    // Data and trace ids survive a restart.
+    server.shutdown().await;
+    drop(store);
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let server = serve(store).await;
+    let (status, by_id) = server.get(&format!("/api/traces/{trace_id}")).await;
+    assert_eq!(status, 200, "{by_id}");
+    assert_eq!(by_id["data"][0]["spans"].as_array().unwrap().len(), 7);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_queries_get_400_and_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    store.write(&rollout(now() - 40 * MINUTE)).unwrap();
+    let server = serve(store).await;
+    let cases = [
+        ("/api/traces?service=nope", "unknown service"),
+        ("/api/traces?tags=%7B%7D", "`service` is required"),
+        ("/api/traces?service=tracing&tags=%7Bnot-json", "JSON object"),
+        ("/api/traces?service=tracing&start=2000&end=1000", "inverted"),
+        ("/api/traces/xyz", "32 hex digits"),
+        ("/api/traces/ff00090002e1e3e70123456789abcdef", "unknown display mode"),
+        ("/api/services/nope/operations", "unknown service"),
+        ("/api/operations", "`service` is required"),
+    ];
+    for (path, expected) in cases {
+        let (status, body) = server.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let msg = body["errors"][0]["msg"].as_str().unwrap_or_default();
+        assert!(msg.contains(expected), "{path}: {msg}");
+    }
+    let (status, body) = server.get("/api/traces/ff00010002e1e3e70123456789abcdef").await;
+    assert_eq!(status, 404, "{body}");
+    server.shutdown().await;
+}
