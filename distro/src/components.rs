@@ -8,6 +8,7 @@ pub fn registry() -> Registry {
         .processor(kausal_processor_ownerlinker::Factory)
         .processor(kausal_processor_spanbuilder::Factory)
         .exporter(kausal_exporter_debug::Factory)
-        .exporter(kausal_exporter_spanstore::Factory);
+        .exporter(kausal_exporter_spanstore::Factory)
+        .extension(kausal_extension_query::Factory);
     r
 }

@@ -18,9 +18,6 @@ pub struct SpanStoreConfig {
     /// How often expired windows are deleted.
     #[serde(default = "default_retention_check", deserialize_with = "duration::deserialize")]
     pub retention_check_interval: Duration,
-    /// Commits are made durable (fsync) at most this often; 0 makes every commit durable.
-    #[serde(default = "default_sync_interval", deserialize_with = "duration::deserialize")]
-    pub sync_interval: Duration,
     /// Largest number of spans written in one transaction.
     #[serde(default = "default_max_commit_spans")]
     pub max_commit_spans: usize,
@@ -37,9 +34,6 @@ fn default_retention() -> Duration {
 }
 fn default_retention_check() -> Duration {
     Duration::from_secs(600)
-}
-fn default_sync_interval() -> Duration {
-    Duration::from_secs(1)
 }
 fn default_max_commit_spans() -> usize {
     50_000
@@ -68,10 +62,11 @@ impl SpanStoreConfig {
         Ok(())
     }
 
+    /// Options for opening the store. The store is shared with the `query` extension, which may
+    /// open it first; so settings that must hold (retention) are applied by the exporter itself.
     pub fn store_options(&self) -> kausal_store::StoreOptions {
         kausal_store::StoreOptions {
             retention: self.retention,
-            sync_interval: self.sync_interval,
             ..Default::default()
         }
     }

@@ -101,14 +101,14 @@ async fn write_loop(
     }
 }
 
-async fn retention_loop(store: Arc<Store>, every: Duration, id: String) {
+async fn retention_loop(store: Arc<Store>, every: Duration, retention: Duration, id: String) {
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
     loop {
         ticker.tick().await;
         let store = store.clone();
-        let now = nanos_of(chrono::Utc::now());
-        match tokio::task::spawn_blocking(move || store.delete_expired(now)).await {
+        let cutoff = nanos_of(chrono::Utc::now()).saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+        match tokio::task::spawn_blocking(move || store.delete_before(cutoff)).await {
             Ok(Ok(stats)) if stats.windows > 0 => {
                 tracing::info!(exporter = %id, windows = stats.windows, activities = stats.activities, "deleted expired windows");
             }
@@ -139,7 +139,12 @@ impl Component for SpanStoreExporter {
             self.metrics.clone(),
             self.id.clone(),
         )));
-        tasks.push(tokio::spawn(retention_loop(store, self.config.retention_check_interval, self.id.clone())));
+        tasks.push(tokio::spawn(retention_loop(
+            store,
+            self.config.retention_check_interval,
+            self.config.retention,
+            self.id.clone(),
+        )));
         tracing::info!(exporter = %self.id, directory = %self.config.directory.display(), "span store open");
         Ok(())
     }

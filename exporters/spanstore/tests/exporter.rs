@@ -77,7 +77,7 @@ async fn accepted_spans_are_durable_after_shutdown() {
 }
 
 fn exporter_config(dir: &std::path::Path) -> SpanStoreConfig {
-    ComponentConfig::from_yaml("spanstore", &format!("directory: {}\nsync_interval: 1h\n", dir.display()))
+    ComponentConfig::from_yaml("spanstore", &format!("directory: {}\n", dir.display()))
         .unwrap()
         .parse()
         .unwrap()
