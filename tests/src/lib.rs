@@ -3,4 +3,5 @@
 //! webhook backend sends them (`audit_gen`).
 
 pub mod audit_gen;
+pub mod http;
 pub mod process;
