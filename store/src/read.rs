@@ -14,7 +14,8 @@ use crate::error::StoreError;
 use crate::record::{object_record, ActivityKind, ActivityRecord, ObjectRecord};
 use crate::store::decode_span;
 use crate::tables::{
-    span_u64, trace_u128, SpanLocation, TraceRef, ACTIVITIES, CLUSTERS, FOREIGN, LINKS_REVERSE, OBJECTS, SPANS, TAGS,
+    span_u64, trace_u128, SpanLocation, TraceRef, ACTIVITIES, CLUSTERS, FOREIGN, LINKS_REVERSE, OBJECTS, OBJECT_TRACES,
+    SPANS, TAGS,
     TRACES, WINDOWS,
 };
 use kausal_core::conventions::span_type;
@@ -222,7 +223,18 @@ impl Snapshot {
         Ok(decoded)
     }
 
-    /// Where a span id (object or activity) is stored.
+    /// The object (and window start) whose spans carry `trace_id`: its object span and every
+    /// activity under it.
+    pub fn locate_trace(&self, trace_id: [u8; 16]) -> Result<Option<(ObjectKey, Nanos)>, StoreError> {
+        let table = self.txn.open_table(OBJECT_TRACES)?;
+        Ok(match table.get(trace_u128(trace_id))?.and_then(|v| SpanLocation::decode(v.value())) {
+            Some(SpanLocation::Object { key, window_start }) => Some((key, window_start)),
+            _ => None,
+        })
+    }
+
+    /// Where a span id is stored: object spans always, activity spans when the store indexes
+    /// them (`StoreOptions::index_activity_span_ids`).
     pub fn locate_span(&self, span_id: [u8; 8]) -> Result<Option<SpanLocation>, StoreError> {
         let table = self.txn.open_table(SPANS)?;
         Ok(table.get(span_u64(span_id))?.and_then(|v| SpanLocation::decode(v.value())))

@@ -24,7 +24,7 @@ use crate::record::{
 use crate::seen::SeenSet;
 use crate::tables::{
     span_u64, tag_key, trace_u128, SpanLocation, TraceRef, ACTIVITIES, CLUSTERS, FOREIGN, FORMAT_VERSION,
-    LINKS_REVERSE, META, OBJECTS, SPANS, TAGS, TRACES, WINDOWS,
+    LINKS_REVERSE, META, OBJECTS, OBJECT_TRACES, SPANS, TAGS, TRACES, WINDOWS,
 };
 
 /// The database file inside the store directory.
@@ -48,6 +48,11 @@ pub struct StoreOptions {
     pub sync_interval: Duration,
     /// How many object-span emissions to remember for skipping unchanged re-emissions.
     pub seen_capacity: usize,
+    /// Also index activity span ids (span id → object span), for [`Snapshot::locate_span`] on
+    /// activities. Costs about a third of write throughput (a random insert per activity);
+    /// without it an activity is located through its trace id ([`Snapshot::locate_trace`]),
+    /// which is its object span's.
+    pub index_activity_span_ids: bool,
 }
 
 impl Default for StoreOptions {
@@ -57,6 +62,7 @@ impl Default for StoreOptions {
             cache_size: 256 << 20,
             sync_interval: Duration::from_secs(1),
             seen_capacity: 200_000,
+            index_activity_span_ids: false,
         }
     }
 }
@@ -161,6 +167,7 @@ impl Store {
             txn.open_table(TAGS)?;
             txn.open_table(ACTIVITIES)?;
             txn.open_table(SPANS)?;
+            txn.open_table(OBJECT_TRACES)?;
             txn.open_table(LINKS_REVERSE)?;
             txn.open_table(CLUSTERS)?;
             txn.open_table(TRACES)?;
@@ -209,6 +216,7 @@ impl Store {
         let mut max_window = self.max_window_length.load(Ordering::Relaxed);
         {
             let mut w = BatchWriter::open(&txn)?;
+            w.index_activity_span_ids = self.options.index_activity_span_ids;
             for resource_spans in batch {
                 let resource_cluster = resource_spans
                     .resource
@@ -319,6 +327,7 @@ impl Store {
             let durable = self.begin_commit(&mut state, &mut txn)?;
             {
                 let mut w = BatchWriter::open(&txn)?;
+                w.index_activity_span_ids = self.options.index_activity_span_ids;
                 for (start, key, span_id, _) in chunk {
                     stats.activities += w.delete_window(key, *start, *span_id)?;
                     stats.windows += 1;
@@ -427,6 +436,8 @@ struct BatchWriter<'txn> {
     tags: Table<'txn, (&'static str, i64, &'static str), i64>,
     activities: Table<'txn, (u64, i64, u64), &'static [u8]>,
     spans: Table<'txn, u64, &'static [u8]>,
+    object_traces: Table<'txn, u128, &'static [u8]>,
+    index_activity_span_ids: bool,
     links_reverse: Table<'txn, (&'static str, i64, u8, &'static str), &'static str>,
     clusters: Table<'txn, &'static str, ()>,
     foreign: Table<'txn, (u128, u64), &'static [u8]>,
@@ -443,6 +454,8 @@ impl<'txn> BatchWriter<'txn> {
             tags: txn.open_table(TAGS)?,
             activities: txn.open_table(ACTIVITIES)?,
             spans: txn.open_table(SPANS)?,
+            object_traces: txn.open_table(OBJECT_TRACES)?,
+            index_activity_span_ids: false,
             links_reverse: txn.open_table(LINKS_REVERSE)?,
             clusters: txn.open_table(CLUSTERS)?,
             foreign: txn.open_table(FOREIGN)?,
@@ -460,7 +473,7 @@ impl<'txn> BatchWriter<'txn> {
         seen_now: &mut Vec<u64>,
         max_window: &mut Nanos,
     ) -> Result<bool, WriteError> {
-        let (key, window, _, span_id) = object_identity(span, resource_cluster).map_err(rejected)?;
+        let (key, window, trace_id, span_id) = object_identity(span, resource_cluster).map_err(rejected)?;
         let encoded_key = key.encode();
         self.buf.clear();
         span.encode(&mut self.buf).map_err(|e| rejected(RejectReason::Encode(e.to_string())))?;
@@ -496,6 +509,7 @@ impl<'txn> BatchWriter<'txn> {
         self.windows.insert((ws, encoded_key.as_str()), (span_u64(span_id), window.length))?;
         SpanLocation::encode_object(&mut self.location, &encoded_key, ws);
         self.spans.insert(span_u64(span_id), self.location.as_slice())?;
+        self.object_traces.insert(trace_u128(trace_id), self.location.as_slice())?;
         let new_tags = object_tags(&key, &merged);
         for tag in old_tags.difference(&new_tags) {
             self.tags.remove((tag.as_str(), ws, encoded_key.as_str()))?;
@@ -523,6 +537,11 @@ impl<'txn> BatchWriter<'txn> {
         self.buf.clear();
         span.encode(&mut self.buf).map_err(|e| rejected(RejectReason::Encode(e.to_string())))?;
         self.activities.insert((parent, start, span_id), self.buf.as_slice())?;
+        if !self.index_activity_span_ids {
+            // Idempotent all the same: a re-sent activity has the same parent, start and id,
+            // hence the same key.
+            return Ok(());
+        }
         SpanLocation::encode_activity(&mut self.location, parent, start);
         let previous = self
             .spans
@@ -560,6 +579,9 @@ impl<'txn> BatchWriter<'txn> {
                 self.tags.remove((tag.as_str(), ws, encoded_key))?;
             }
         }
+        if let Some(trace_id) = stored.as_ref().and_then(|s| <[u8; 16]>::try_from(s.trace_id.as_slice()).ok()) {
+            self.object_traces.remove(trace_u128(trace_id))?;
+        }
         if let Some(span) = &stored {
             for link in span.links.iter().filter_map(object_link) {
                 let peer = link.peer.encode();
@@ -573,8 +595,10 @@ impl<'txn> BatchWriter<'txn> {
         for entry in self.activities.range(range.clone())? {
             activity_ids.push(entry?.0.value().2);
         }
-        for id in &activity_ids {
-            self.spans.remove(*id)?;
+        if self.index_activity_span_ids {
+            for id in &activity_ids {
+                self.spans.remove(*id)?;
+            }
         }
         self.activities.retain_in(range, |_, _| false)?;
         Ok(activity_ids.len())

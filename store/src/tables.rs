@@ -20,8 +20,12 @@ pub(crate) const TAGS: TableDefinition<(&str, i64, &str), i64> = TableDefinition
 /// (object span id, activity start, activity span id) → activity span. An object's activities
 /// in time order.
 pub(crate) const ACTIVITIES: TableDefinition<(u64, i64, u64), &[u8]> = TableDefinition::new("activities");
-/// span id → [`SpanLocation`] (encoded). Reverse lookup and idempotent activity writes.
+/// span id → [`SpanLocation`] (encoded). Object spans always; activity spans only with
+/// `StoreOptions::index_activity_span_ids`.
 pub(crate) const SPANS: TableDefinition<u64, &[u8]> = TableDefinition::new("spans");
+/// object span trace id → object location (encoded as [`SpanLocation::Object`]). Activity
+/// spans share their object span's trace id, so this locates them too.
+pub(crate) const OBJECT_TRACES: TableDefinition<u128, &[u8]> = TableDefinition::new("object_traces");
 /// (peer key, window start, peer's role seen from the linking object, linking object key) →
 /// link class. The reverse direction of the links stored in object records, so that "who
 /// names X as its parent" is answered even when X's own span never learned of the link.

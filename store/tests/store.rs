@@ -66,6 +66,10 @@ fn data_survives_reopening() {
     let names: Vec<&str> = activities.iter().map(|a| a.span.name.as_str()).collect();
     assert_eq!(names, ["alice create", "alice update"], "activities come back in time order");
     assert_eq!(snap.clusters().unwrap(), ["prod"]);
+    // An activity is located through its trace id, which is its object span's.
+    let trace_id: [u8; 16] = activities[0].span.trace_id.as_slice().try_into().unwrap();
+    assert_eq!(snap.locate_trace(trace_id).unwrap(), Some((deployment(), w.start)));
+    assert!(matches!(snap.locate_span(records[0].span_id).unwrap(), Some(SpanLocation::Object { .. })));
 }
 
 #[test]
@@ -161,7 +165,8 @@ fn search_respects_tags_and_time() {
 #[test]
 fn retention_deletes_old_windows_only() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let options = StoreOptions { index_activity_span_ids: true, ..StoreOptions::default() };
+    let store = Store::open(dir.path(), options).unwrap();
     let (w0, w1) = (window(0), window(1));
     store.write(&demo_batch(w0)).unwrap();
     store.write(&demo_batch(w1)).unwrap();
@@ -177,6 +182,8 @@ fn retention_deletes_old_windows_only() {
     assert!(snap.activities(object_span_id(&deployment(), w0), w0.start, w0.end()).unwrap().is_empty());
     assert_eq!(snap.activities(object_span_id(&deployment(), w1), w1.start, w1.end()).unwrap().len(), 2);
     assert_eq!(snap.locate_span(old_id).unwrap(), None);
+    let old_trace_id: [u8; 16] = old_activity.trace_id.as_slice().try_into().unwrap();
+    assert_eq!(snap.locate_trace(old_trace_id).unwrap(), None);
     assert_eq!(snap.trace_ref(old_trace).unwrap(), None);
     assert!(snap.linked_to(&replicaset("demo-1"), w0.start, LinkRole::Parent).unwrap().is_empty());
     assert_eq!(snap.linked_to(&replicaset("demo-1"), w1.start, LinkRole::Parent).unwrap().len(), 1);

@@ -7,3 +7,9 @@ pub mod load;
 pub mod mode;
 
 pub use api::{router, QueryOptions};
+
+mod config;
+mod extension;
+
+pub use config::QueryConfig;
+pub use extension::{Factory, QueryExtension};
