@@ -54,11 +54,17 @@ impl fmt::Display for DropReason {
 
 /// A glob over characters: `*` matches any run (also empty), `?` exactly one character.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Glob(Vec<char>);
+pub struct Glob {
+    pattern: String,
+    chars: Vec<char>,
+}
 
 impl Glob {
     pub fn new(pattern: &str) -> Glob {
-        Glob(pattern.chars().collect())
+        Glob {
+            pattern: pattern.to_string(),
+            chars: pattern.chars().collect(),
+        }
     }
 
     pub fn is_literal(pattern: &str) -> bool {
@@ -66,28 +72,37 @@ impl Glob {
     }
 
     pub fn matches(&self, text: &str) -> bool {
-        let p = &self.0;
-        let t: Vec<char> = text.chars().collect();
-        let (mut pi, mut ti) = (0, 0);
-        // Position of the last `*` and the text index it is currently matched up to.
-        let mut star: Option<(usize, usize)> = None;
-        while ti < t.len() {
-            if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == t[ti])) {
-                pi += 1;
-                ti += 1;
-            } else if pi < p.len() && p[pi] == '*' {
-                star = Some((pi, ti));
-                pi += 1;
-            } else if let Some((sp, st)) = star {
-                pi = sp + 1;
-                ti = st + 1;
-                star = Some((sp, st + 1));
-            } else {
-                return false;
-            }
+        // User agents and names are nearly always ASCII: match bytes without allocating.
+        if text.is_ascii() && self.pattern.is_ascii() {
+            glob_match(self.pattern.as_bytes(), text.as_bytes(), b'?', b'*')
+        } else {
+            let text: Vec<char> = text.chars().collect();
+            glob_match(&self.chars, &text, '?', '*')
         }
-        p[pi..].iter().all(|c| *c == '*')
     }
+}
+
+/// Linear-time wildcard matching with backtracking to the last `*` only.
+fn glob_match<T: PartialEq + Copy>(p: &[T], t: &[T], one: T, run: T) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    // Position of the last `*` and the text index it is currently matched up to.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == one || (p[pi] != run && p[pi] == t[ti])) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == run {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == run)
 }
 
 /// How a literal (non-glob) pattern compares.
@@ -253,6 +268,8 @@ mod tests {
         assert!(!Glob::new("a?c").matches("ac"));
         assert!(Glob::new("*").matches(""));
         assert!(Glob::new("*a*b").matches("xaxxab"));
+        assert!(Glob::new("h?llo*").matches("hällo wörld"), "non-ASCII text matches by character");
+        assert!(!Glob::new("h?llo").matches("häällo"));
     }
 
     #[test]

@@ -32,9 +32,11 @@ fn s<'a>(v: &'a Value, path: &[&str]) -> &'a str {
 
 #[test]
 fn every_line_decodes_into_one_activity_matching_its_object_ref() {
-    let mut everything = Config::default();
-    everything.stages = vec![Stage::RequestReceived, Stage::ResponseStarted, Stage::ResponseComplete, Stage::Panic];
-    everything.exclude_resources.clear();
+    let everything = Config {
+        stages: vec![Stage::RequestReceived, Stage::ResponseStarted, Stage::ResponseComplete, Stage::Panic],
+        exclude_resources: Vec::new(),
+        ..Config::default()
+    };
     let filter = Filter::new(&everything).unwrap();
     let mut unnamed_creates = 0;
     for (i, line) in recording().into_iter().enumerate() {
