@@ -263,3 +263,127 @@ impl FieldValue {
         }
     }
 }
+
+impl Trace {
+    /// A readable outline of the trace, one object per line indented under its parent, its
+    /// logs' `event`s and warnings beneath: what golden tests compare.
+    pub fn outline(&self) -> String {
+        let mut out = String::new();
+        let mut depth: HashMap<[u8; 8], usize> = HashMap::new();
+        for span in &self.spans {
+            let d = span.parent.and_then(|p| depth.get(&p)).map_or(0, |d| d + 1);
+            depth.insert(span.span_id, d);
+            let indent = "  ".repeat(d);
+            out.push_str(&format!("{indent}{} [{} +{}ns]\n", span.object, span.start, span.end - span.start));
+            for log in &span.logs {
+                let event = log.fields.iter().find(|f| f.key == "event").map(|f| f.value.to_text()).unwrap_or_default();
+                out.push_str(&format!("{indent}  - {} {event}\n", log.time));
+            }
+            for warning in &span.warnings {
+                out.push_str(&format!("{indent}  ! {warning}\n"));
+            }
+        }
+        for warning in &self.warnings {
+            out.push_str(&format!("! {warning}\n"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mode::MODES;
+    use kausal_core::conventions::{object_span_id, object_trace_id, Window};
+    use kausal_core::otlp_trace::Span;
+    use kausal_store::ObjectLink;
+
+    const W: Window = Window { start: 0, length: 1_000 };
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("c", "", "things", "ns", name)
+    }
+
+    fn record(name: &str, children: &[&str]) -> ObjectRecord {
+        let k = key(name);
+        ObjectRecord {
+            key: k.clone(),
+            window: W,
+            trace_id: object_trace_id(&k, W),
+            span_id: object_span_id(&k, W),
+            name: format!("things ns/{name}"),
+            attributes: vec![],
+            links: children
+                .iter()
+                .map(|c| ObjectLink {
+                    peer: key(c),
+                    role: LinkRole::Child,
+                    class: "children".into(),
+                    inferred: false,
+                    peer_uid: None,
+                    peer_kind: None,
+                    peer_trace_id: object_trace_id(&key(c), W),
+                    peer_span_id: object_span_id(&key(c), W),
+                })
+                .collect(),
+        }
+    }
+
+    fn activity(name: &str, what: &str, at: Nanos) -> ActivityRecord {
+        ActivityRecord {
+            kind: kausal_store::ActivityKind::Audit,
+            object_span_id: object_span_id(&key(name), W),
+            span: Span { name: what.into(), start_time_unix_nano: at as u64, end_time_unix_nano: at as u64 + 5, ..Default::default() },
+        }
+    }
+
+    fn records(objects: Vec<(ObjectRecord, Vec<ActivityRecord>)>) -> TraceRecords {
+        TraceRecords {
+            objects: objects
+                .into_iter()
+                .map(|(r, activities)| (r.key.clone(), ObjectData { windows: vec![r], activities, reverse_links: vec![] }))
+                .collect(),
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn tracing_view_shows_each_object_once_under_its_first_owner() {
+        // a owns b and c; both claim d; d claims a (a cycle).
+        let recs = records(vec![
+            (record("a", &["b", "c"]), vec![activity("a", "alice create", 10), activity("a", "alice update", 300)]),
+            (record("b", &["d"]), vec![activity("b", "ctrl create", 20)]),
+            (record("c", &["d"]), vec![]),
+            (record("d", &["a"]), vec![activity("d", "kubelet update status", 40)]),
+        ]);
+        let range = TimeRange { start: 0, end: 1_000 };
+        let trace = assemble(MODES[0].1, &key("a"), &recs, range).unwrap();
+        let expected = "\
+c/things/ns/a [10 +295ns]
+  - 10 alice create
+  - 300 alice update
+  c/things/ns/b [20 +5ns]
+    - 20 ctrl create
+    c/things/ns/d [40 +5ns]
+      - 40 kubelet update status
+      ! c/things/ns/a is linked here too; shown once, under the root
+  c/things/ns/c [0 +1000ns]
+    ! c/things/ns/d is linked here too; shown once, under c/things/ns/b
+";
+        assert_eq!(trace.outline(), expected);
+        assert_eq!(trace.spans[1].parent, Some(trace.spans[0].span_id));
+    }
+
+    #[test]
+    fn reverse_links_place_children_and_missing_roots_give_nothing() {
+        let mut recs = records(vec![(record("a", &[]), vec![]), (record("b", &[]), vec![])]);
+        if let Some(a) = recs.objects.get_mut(&key("a")) {
+            a.reverse_links.push((LinkRole::Child, key("b")));
+        }
+        let range = TimeRange { start: 0, end: 1_000 };
+        let trace = assemble(MODES[0].1, &key("a"), &recs, range).unwrap();
+        assert_eq!(trace.spans.len(), 2);
+        assert_eq!(trace.spans[1].parent, Some(trace.spans[0].span_id));
+        assert!(assemble(MODES[0].1, &key("zzz"), &recs, range).is_none());
+    }
+}
