@@ -67,10 +67,10 @@ pub fn object_span(key: &ObjectKey, kind: &str, window: Window, links: Vec<span:
     if !key.namespace.is_empty() {
         attributes.push(string(attr::NAMESPACE, &key.namespace));
     }
-    if let Some((name_attr, _)) = kausal_core::conventions::semconv_name_attr(kind) {
-        if name_attr != attr::NAMESPACE {
-            attributes.push(string(name_attr, &key.name));
-        }
+    if let Some((name_attr, _)) = kausal_core::conventions::semconv_name_attr(kind)
+        && name_attr != attr::NAMESPACE
+    {
+        attributes.push(string(name_attr, &key.name));
     }
     let name = if key.namespace.is_empty() {
         format!("{} {}", key.group_resource(), key.name)
