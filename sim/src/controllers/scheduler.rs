@@ -354,6 +354,7 @@ mod tests {
     fn selectors_and_taints_filter_nodes() {
         let mut tainted = node("a", "4");
         tainted.taints = vec![json!({"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"})];
+        tainted.labels.insert("disktype".into(), "ssd".into());
         let mut p = pod("100m");
         p["spec"]["nodeSelector"] = json!({"disktype": "ssd"});
         let ScheduleDecision::Unschedulable(message) = schedule_pod(&p, &[tainted.clone(), node("b", "4")]) else {
