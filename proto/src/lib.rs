@@ -1,2 +1,9 @@
 //! Generated code for the protocol buffer definitions in this directory. Each package is
 //! included where its `.proto` file is added (`tonic::include_proto!("package.name")`).
+
+/// Jaeger's model and collector API (`jaeger.api_v2`).
+pub mod jaeger {
+    pub mod api_v2 {
+        tonic::include_proto!("jaeger.api_v2");
+    }
+}
