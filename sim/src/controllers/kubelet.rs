@@ -177,6 +177,19 @@ struct Kubelet {
     images: Mutex<HashSet<String>>,
     next_ip: AtomicU32,
     workers: Mutex<HashMap<String, watch::Sender<Option<Value>>>>,
+    /// Pod worker tasks; aborted when the kubelet's own task is stopped.
+    worker_tasks: Mutex<JoinSet<()>>,
+}
+
+/// Aborts a kubelet's pod workers when its main task ends (cluster shutdown aborts it).
+struct StopWorkersOnDrop(Arc<Kubelet>);
+
+impl Drop for StopWorkersOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut tasks) = self.0.worker_tasks.lock() {
+            tasks.abort_all();
+        }
+    }
 }
 
 impl Kubelet {
@@ -208,9 +221,11 @@ pub fn spawn_kubelet(
         images: Mutex::new(HashSet::new()),
         next_ip: AtomicU32::new(2),
         workers: Mutex::new(HashMap::new()),
+        worker_tasks: Mutex::new(JoinSet::new()),
     });
     let k = kubelet.clone();
     tasks.spawn(async move {
+        let _stop_workers = StopWorkersOnDrop(k.clone());
         k.register(&capacity).await;
         k.renew_lease_forever().await;
     });
@@ -353,7 +368,9 @@ impl Kubelet {
         let (tx, rx) = watch::channel(Some(pod.clone()));
         workers.insert(uid.clone(), tx);
         let kubelet = self.clone();
-        tokio::spawn(async move {
+        let Ok(mut tasks) = self.worker_tasks.lock() else { return };
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
             kubelet.clone().run_pod(rx).await;
             if let Ok(mut w) = kubelet.workers.lock() {
                 w.remove(&uid);
