@@ -17,14 +17,11 @@ pub fn kausal_bin() -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().context("current_exe")?;
-    // target/<profile>/deps/<test> → target/<profile>/kausal, falling back to target/debug.
+    // Tests run from target/<profile>/deps/, benchmarks from target/<profile>/: the binary of the
+    // same profile sits in target/<profile>/.
     let mut candidates = Vec::new();
-    if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
-        candidates.push(profile_dir.join("kausal"));
-        if let Some(target) = profile_dir.parent() {
-            candidates.push(target.join("debug").join("kausal"));
-            candidates.push(target.join("release").join("kausal"));
-        }
+    for dir in exe.ancestors().skip(1).take(2) {
+        candidates.push(dir.join("kausal"));
     }
     candidates
         .into_iter()
