@@ -626,7 +626,8 @@ fn serve_resource(state: &ServerState, rp: &ResourcePath, ctx: &RequestContext<'
                     Ok((200, store.update_scale(&rt, &namespace, &name, change, &writer(ctx, operation))?))
                 }
                 _ => {
-                    let existed = store.get(&rt, &namespace, &name).is_ok();
+                    // Only an apply can create; knowing whether it did needs a lookup, other patches skip it.
+                    let existed = patch_type != PatchType::Apply || store.get(&rt, &namespace, &name).is_ok();
                     let out = store.patch(&rt, &namespace, &name, patch_type, &patch_body, sub, &writer(ctx, operation))?;
                     Ok((if existed { 200 } else { 201 }, out))
                 }

@@ -13,7 +13,7 @@ pub struct ApiError {
     /// `metav1.StatusReason`, e.g. `NotFound`, `Conflict`, `Expired`.
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<StatusDetails>,
+    pub details: Option<Box<StatusDetails>>,
 }
 
 /// How a resource is named in messages: `deployments.apps`, or `pods` for the core group.
@@ -21,13 +21,13 @@ pub fn qualified_resource(group: &str, resource: &str) -> String {
     if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
 }
 
-fn details(group: &str, resource: &str, name: &str) -> Option<StatusDetails> {
-    Some(StatusDetails {
+fn details(group: &str, resource: &str, name: &str) -> Option<Box<StatusDetails>> {
+    Some(Box::new(StatusDetails {
         name: name.to_string(),
         group: group.to_string(),
         kind: resource.to_string(),
         ..Default::default()
-    })
+    }))
 }
 
 impl ApiError {
@@ -46,7 +46,7 @@ impl ApiError {
             code: 404,
             reason: "NotFound",
             message: "the server could not find the requested resource".to_string(),
-            details: Some(StatusDetails::default()),
+            details: Some(Box::default()),
         }
     }
 
@@ -84,13 +84,13 @@ impl ApiError {
             code: 422,
             reason: "Invalid",
             message: format!("{qualified_kind} \"{name}\" is invalid: {list}"),
-            details: Some(StatusDetails {
+            details: Some(Box::new(StatusDetails {
                 name: name.to_string(),
                 group: group.to_string(),
                 kind: kind.to_string(),
                 causes,
                 ..Default::default()
-            }),
+            })),
         }
     }
 
@@ -103,7 +103,7 @@ impl ApiError {
             code: 405,
             reason: "MethodNotAllowed",
             message: "the server does not allow this method on the requested resource".to_string(),
-            details: Some(StatusDetails::default()),
+            details: Some(Box::default()),
         }
     }
 
@@ -151,7 +151,7 @@ impl ApiError {
             status: "Failure".to_string(),
             message: self.message.clone(),
             reason: self.reason.to_string(),
-            details: self.details.clone(),
+            details: self.details.as_deref().cloned(),
             code: i32::from(self.code),
         }
     }

@@ -949,7 +949,7 @@ impl Store {
                 code: 409,
                 reason: "Conflict",
                 message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{existing}\""),
-                details: Some(kausal_core::audit::StatusDetails { name: name.into(), kind: "pods/binding".into(), ..Default::default() }),
+                details: Some(Box::new(kausal_core::audit::StatusDetails { name: name.into(), kind: "pods/binding".into(), ..Default::default() })),
             });
         }
         let mut next = (*old).clone();

@@ -83,16 +83,15 @@ impl Auditor {
     /// Hands one event to every backend; the first error is returned after all were tried.
     pub async fn emit(&self, event: Event) -> Result<(), AuditError> {
         self.events_emitted.fetch_add(1, Ordering::Relaxed);
-        let events = std::slice::from_ref(&event);
         let mut result = Ok(());
         if let Some(log) = &self.log {
-            if let Err(e) = log.write(events) {
+            if let Err(e) = log.write(std::slice::from_ref(&event)) {
                 tracing::error!(error = %e, "audit log write failed");
                 result = Err(e);
             }
         }
         if let Some(webhook) = &self.webhook {
-            if let Err(e) = webhook.process(events).await {
+            if let Err(e) = webhook.process(vec![event]).await {
                 tracing::error!(error = %e, "audit webhook failed");
                 if result.is_ok() {
                     result = Err(e);

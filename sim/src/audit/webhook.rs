@@ -396,11 +396,11 @@ impl WebhookBackend {
 
     /// Hands events over: queued in batch mode (dropping, counted, when the buffer is full),
     /// sent before returning in the blocking modes.
-    pub async fn process(&self, events: &[Event]) -> Result<(), AuditError> {
+    pub async fn process(&self, events: Vec<Event>) -> Result<(), AuditError> {
         match &self.queue {
             Some(queue) => {
                 for e in events {
-                    if queue.try_send(Command::Event(Box::new(e.clone()))).is_err() {
+                    if queue.try_send(Command::Event(Box::new(e))).is_err() {
                         let dropped = self.sender.stats.events_dropped.fetch_add(1, Ordering::Relaxed) + 1;
                         if dropped == 1 || dropped.is_power_of_two() {
                             tracing::warn!(dropped, "audit buffer queue blocked; event dropped");
@@ -409,7 +409,7 @@ impl WebhookBackend {
                 }
                 Ok(())
             }
-            None => self.sender.send(events).await,
+            None => self.sender.send(&events).await,
         }
     }
 
