@@ -8,17 +8,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use kausal_core::Nanos;
-use kausal_store::{canonical_tag, ObjectQuery, Store, StoreError, TraceRef, SHORT_TAGS};
+use kausal_store::{canonical_tag, Store, StoreError, SHORT_TAGS};
 
-use crate::assemble::{assemble, TimeRange};
+use crate::assemble::TimeRange;
 use crate::jaeger::{self, JaegerTrace, Operation, ResponseError};
-use crate::load::{load, LoadLimits};
-use crate::mode::{DisplayMode, QueryTraceId, MODES};
+use crate::reader::{ObjectQueryKey, Reader, REDIRECT_MARGIN};
+use crate::mode::{all_modes, DisplayMode, QueryTraceId, Scope, View};
 
 /// Tuning of the query API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,8 +31,11 @@ pub struct QueryOptions {
     pub max_limit: usize,
     /// Link hops followed from a trace's root.
     pub max_depth: usize,
-    /// Objects per trace, root included.
+    /// Objects per trace, root included, when a trace is fetched by id.
     pub max_objects: usize,
+    /// Linked objects followed per search result (Kelemetry's follow-link limit); the trace
+    /// fetched by id follows up to `max_objects`.
+    pub link_budget: usize,
 }
 
 impl Default for QueryOptions {
@@ -43,25 +46,24 @@ impl Default for QueryOptions {
             max_limit: 1000,
             max_depth: 3,
             max_objects: 2000,
+            link_budget: 10,
         }
     }
 }
 
-struct Api {
-    store: Arc<Store>,
-    options: QueryOptions,
-}
-
 /// The Jaeger-compatible routes (`/api/...`), ready to be served or nested.
 pub fn router(store: Arc<Store>, options: QueryOptions) -> Router {
-    let api = Arc::new(Api { store, options });
+    let api = Arc::new(Reader::new(store, options));
     Router::new()
         .route("/api/services", get(services))
         .route("/api/operations", get(operations))
         .route("/api/services/{service}/operations", get(service_operations))
         .route("/api/traces", get(search))
         .route("/api/traces/{trace_id}", get(trace_by_id))
+        .route("/api/v1/trace", get(trace_of_object))
+        .route("/redirect", get(redirect))
         .with_state(api)
+        .merge(crate::ui::router())
 }
 
 /// An answer other than 200, in Jaeger's error envelope.
@@ -72,11 +74,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError { status: StatusCode::BAD_REQUEST, message: message.into() }
     }
 
-    fn not_found(message: impl Into<String>) -> Self {
+    pub fn not_found(message: impl Into<String>) -> Self {
         ApiError { status: StatusCode::NOT_FOUND, message: message.into() }
     }
 }
@@ -111,91 +113,147 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
 }
 
-async fn services() -> Json<jaeger::Response<Vec<&'static str>>> {
-    let names: Vec<&'static str> = MODES.iter().map(|(name, _)| *name).collect();
+async fn services() -> Json<jaeger::Response<Vec<String>>> {
+    let names: Vec<String> = all_modes().into_iter().map(DisplayMode::service_name).collect();
     let total = names.len();
     Json(jaeger::Response::new(names, total))
 }
 
-async fn operations(State(api): State<Arc<Api>>, p: Params) -> Result<Json<jaeger::Response<Vec<Operation>>>, ApiError> {
+async fn operations(State(api): State<Arc<Reader>>, p: Params) -> Result<Json<jaeger::Response<Vec<Operation>>>, ApiError> {
     let p = params(p)?;
     let service = param(&p, "service").ok_or_else(|| ApiError::bad_request("parameter `service` is required"))?;
     mode_of(service)?;
-    let clusters = blocking(move || Ok(api.store.read()?.clusters()?)).await?;
+    let clusters = blocking(move || api.clusters()).await?;
     let ops: Vec<Operation> = clusters.into_iter().map(|name| Operation { name, span_kind: String::new() }).collect();
     let total = ops.len();
     Ok(Json(jaeger::Response::new(ops, total)))
 }
 
 async fn service_operations(
-    State(api): State<Arc<Api>>,
+    State(api): State<Arc<Reader>>,
     Path(service): Path<String>,
 ) -> Result<Json<jaeger::Response<Vec<String>>>, ApiError> {
     mode_of(&service)?;
-    let clusters = blocking(move || Ok(api.store.read()?.clusters()?)).await?;
+    let clusters = blocking(move || api.clusters()).await?;
     let total = clusters.len();
     Ok(Json(jaeger::Response::new(clusters, total)))
 }
 
-async fn search(State(api): State<Arc<Api>>, p: Params) -> Result<Json<jaeger::Response<Vec<JaegerTrace>>>, ApiError> {
-    let request = parse_search(&params(p)?, now_nanos(), &api.options)?;
-    let traces = blocking(move || run_search(&api, &request)).await?;
-    Ok(Json(jaeger::Response::new(traces, 0)))
-}
-
 async fn trace_by_id(
-    State(api): State<Arc<Api>>,
+    State(api): State<Arc<Reader>>,
     Path(trace_id): Path<String>,
 ) -> Result<Json<jaeger::Response<Vec<JaegerTrace>>>, ApiError> {
     let id = QueryTraceId::parse(&trace_id).map_err(|e| ApiError::bad_request(format!("{trace_id}: {e}")))?;
-    let trace = blocking(move || {
-        let snapshot = api.store.read()?;
-        let stored = snapshot.trace_ref(id.id)?.ok_or_else(|| {
-            ApiError::not_found(format!("trace {trace_id} not found (trace ids come from searches and expire with retention)"))
-        })?;
-        let range = TimeRange { start: stored.start, end: stored.end };
-        let records = load(&snapshot, &stored.root, range, id.mode, api.limits())?;
-        let trace = assemble(id.mode, &stored.root, &records, range)
-            .ok_or_else(|| ApiError::not_found(format!("trace {trace_id}: no data left for {}", stored.root)))?;
-        Ok(jaeger::render(&trace, id))
-    })
-    .await?;
+    let trace = blocking(move || Ok(jaeger::render(&api.trace(id)?, id))).await?;
     Ok(Json(jaeger::Response::new(vec![trace], 0)))
 }
 
-impl Api {
-    fn limits(&self) -> LoadLimits {
-        LoadLimits { max_depth: self.options.max_depth, max_objects: self.options.max_objects.max(1) }
-    }
+async fn search(State(api): State<Arc<Reader>>, p: Params) -> Result<Json<jaeger::Response<Vec<JaegerTrace>>>, ApiError> {
+    let request = parse_search(&params(p)?, now_nanos(), api.options())?;
+    let traces = blocking(move || Ok(api.search(&request)?.iter().map(|(id, t)| jaeger::render(t, *id)).collect())).await?;
+    Ok(Json(jaeger::Response::new(traces, 0)))
 }
 
-/// Search: every matching object becomes one trace over the part of the range it has data in.
-fn run_search(api: &Api, request: &SearchRequest) -> Result<Vec<JaegerTrace>, ApiError> {
-    let snapshot = api.store.read()?;
-    let hits = snapshot.search(&ObjectQuery {
-        filters: request.filters.clone(),
-        start: request.range.start,
-        end: request.range.end,
-        limit: request.limit,
-    })?;
-    let refs: Vec<TraceRef> = hits
-        .iter()
-        .map(|hit| TraceRef {
-            root: hit.key.clone(),
-            start: request.range.start.max(hit.first_window_start),
-            end: request.range.end.min(hit.last_window_end),
-        })
-        .collect();
-    let ids = api.store.put_trace_refs(&refs)?;
-    let mut traces = Vec::with_capacity(refs.len());
-    for (stored, id) in refs.iter().zip(ids) {
-        let range = TimeRange { start: stored.start, end: stored.end };
-        let records = load(&snapshot, &stored.root, range, request.mode, api.limits())?;
-        if let Some(trace) = assemble(request.mode, &stored.root, &records, range) {
-            traces.push(jaeger::render(&trace, QueryTraceId { mode: request.mode, id }));
+/// `GET /redirect?cluster=&group=&resource=&namespace=&name=&ts=`: 302 to the object's trace
+/// in the default mode over `ts` ± 30 minutes.
+async fn redirect(State(api): State<Arc<Reader>>, p: Params) -> Result<Response, ApiError> {
+    let p = params(p)?;
+    let key = parse_object_key(&p)?;
+    let ts = param(&p, "ts").ok_or_else(|| ApiError::bad_request("parameter `ts` is required (RFC 3339 or Unix seconds)"))?;
+    let ts = parse_timestamp(ts)?;
+    let range = TimeRange { start: ts.saturating_sub(REDIRECT_MARGIN), end: ts.saturating_add(REDIRECT_MARGIN) };
+    let id = blocking(move || api.locate(&key, range, DisplayMode::default())).await?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, format!("/trace/{id}"))]).into_response())
+}
+
+/// `GET /api/v1/trace?cluster=&group=&resource=&namespace=&name=&displayMode=` with `ts`
+/// (± 30 minutes) or `start`/`end` (Unix µs) or `lookback`: one trace as Jaeger JSON.
+async fn trace_of_object(State(api): State<Arc<Reader>>, p: Params) -> Result<Json<JaegerTrace>, ApiError> {
+    let p = params(p)?;
+    let key = parse_object_key(&p)?;
+    let mode = match param(&p, "displayMode") {
+        Some(m) => mode_of(m)?,
+        None => DisplayMode::default(),
+    };
+    let range = match param(&p, "ts") {
+        Some(ts) => {
+            let ts = parse_timestamp(ts)?;
+            TimeRange { start: ts.saturating_sub(REDIRECT_MARGIN), end: ts.saturating_add(REDIRECT_MARGIN) }
+        }
+        None => parse_range(&p, now_nanos(), api.options().default_lookback)?,
+    };
+    let trace = blocking(move || {
+        let (id, trace) = api.object_trace(&key, range, mode)?;
+        Ok(jaeger::render(&trace, id))
+    })
+    .await?;
+    Ok(Json(trace))
+}
+
+/// The object key fields of `/redirect` and `/api/v1/trace`; `resource` and `name` are
+/// required, the rest narrow the match.
+pub fn parse_object_key(p: &[(String, String)]) -> Result<ObjectQueryKey, ApiError> {
+    let get = |name: &str| param(p, name).unwrap_or_default().to_string();
+    let key = ObjectQueryKey {
+        cluster: get("cluster"),
+        group: get("group"),
+        resource: get("resource"),
+        namespace: get("namespace"),
+        name: get("name"),
+    };
+    for (field, value) in [("resource", &key.resource), ("name", &key.name)] {
+        if value.is_empty() {
+            return Err(ApiError::bad_request(format!("parameter `{field}` is required")));
         }
     }
-    Ok(traces)
+    Ok(key)
+}
+
+/// RFC 3339 (`2024-05-01T12:00:00Z`) or Unix seconds.
+pub fn parse_timestamp(ts: &str) -> Result<Nanos, ApiError> {
+    if let Ok(seconds) = ts.parse::<i64>() {
+        return seconds
+            .checked_mul(1_000_000_000)
+            .ok_or_else(|| ApiError::bad_request(format!("parameter `ts` is out of range: {ts}")));
+    }
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(|| ApiError::bad_request(format!("parameter `ts` must be RFC 3339 (2024-05-01T12:00:00Z) or Unix seconds, got `{ts}`")))
+}
+
+/// `start`/`end` in Unix microseconds, or `lookback` before `end` (default: now), or the
+/// default lookback; refuses inverted ranges.
+pub fn parse_range(params: &[(String, String)], now: Nanos, default_lookback: Duration) -> Result<TimeRange, ApiError> {
+    let micros = |name: &str| -> Result<Option<Nanos>, ApiError> {
+        param(params, name)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map(|us| us.saturating_mul(1_000))
+                    .map_err(|_| ApiError::bad_request(format!("parameter `{name}` must be Unix microseconds, got `{v}`")))
+            })
+            .transpose()
+    };
+    let end = micros("end")?.unwrap_or(now);
+    let start = match micros("start")? {
+        Some(start) => start,
+        None => {
+            let lookback = match param(params, "lookback").filter(|l| *l != "custom") {
+                Some(l) => parse_lookback(l)
+                    .ok_or_else(|| ApiError::bad_request(format!("parameter `lookback` must look like 1h, 30m or 2d, got `{l}`")))?,
+                None => default_lookback,
+            };
+            end.saturating_sub(Nanos::try_from(lookback.as_nanos()).unwrap_or(Nanos::MAX))
+        }
+    };
+    if start > end {
+        return Err(ApiError::bad_request(format!(
+            "time range is inverted: start {} µs is after end {} µs",
+            start / 1_000,
+            end / 1_000
+        )));
+    }
+    Ok(TimeRange { start, end: end.max(start.saturating_add(1)) })
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
@@ -207,8 +265,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
 
 fn mode_of(service: &str) -> Result<DisplayMode, ApiError> {
     DisplayMode::from_service(service).ok_or_else(|| {
-        let known: Vec<&str> = MODES.iter().map(|(n, _)| *n).collect();
-        ApiError::bad_request(format!("unknown service (display mode) `{service}`; known: {}", known.join(", ")))
+        let views: Vec<&str> = View::ALL.iter().map(|v| v.name()).collect();
+        let scopes: Vec<&str> = Scope::ALL.iter().map(|s| s.name()).collect();
+        ApiError::bad_request(format!(
+            "unknown service (display mode) `{service}`: use a view ({}), optionally followed by a scope in brackets ({}), e.g. `tracing [children]`",
+            views.join(", "),
+            scopes.join(", ")
+        ))
     })
 }
 
@@ -276,34 +339,7 @@ pub fn parse_search(params: &[(String, String)], now: Nanos, options: &QueryOpti
             .ok_or_else(|| ApiError::bad_request(format!("parameter `tag` must be key:value, got `{tag}`")))?;
         add(name, value.to_string())?;
     }
-    let micros = |name: &str| -> Result<Option<Nanos>, ApiError> {
-        param(params, name)
-            .map(|v| {
-                v.parse::<i64>()
-                    .map(|us| us.saturating_mul(1_000))
-                    .map_err(|_| ApiError::bad_request(format!("parameter `{name}` must be Unix microseconds, got `{v}`")))
-            })
-            .transpose()
-    };
-    let end = micros("end")?.unwrap_or(now);
-    let start = match micros("start")? {
-        Some(start) => start,
-        None => {
-            let lookback = match param(params, "lookback").filter(|l| *l != "custom") {
-                Some(l) => parse_lookback(l)
-                    .ok_or_else(|| ApiError::bad_request(format!("parameter `lookback` must look like 1h, 30m or 2d, got `{l}`")))?,
-                None => options.default_lookback,
-            };
-            end.saturating_sub(Nanos::try_from(lookback.as_nanos()).unwrap_or(Nanos::MAX))
-        }
-    };
-    if start > end {
-        return Err(ApiError::bad_request(format!(
-            "time range is inverted: start {} µs is after end {} µs",
-            start / 1_000,
-            end / 1_000
-        )));
-    }
+    let range = parse_range(params, now, options.default_lookback)?;
     let limit = match param(params, "limit") {
         Some(l) => l
             .parse::<usize>()
@@ -311,7 +347,7 @@ pub fn parse_search(params: &[(String, String)], now: Nanos, options: &QueryOpti
         None => 0,
     };
     let limit = if limit == 0 { options.default_limit } else { limit.min(options.max_limit) };
-    Ok(SearchRequest { mode, filters, range: TimeRange { start, end: end.max(start.saturating_add(1)) }, limit })
+    Ok(SearchRequest { mode, filters, range, limit })
 }
 
 /// `90s`, `30m`, `1h`, `2d`, `1w`.
@@ -371,7 +407,7 @@ mod tests {
         let o = QueryOptions::default();
         let err = |pairs: &[(&str, &str)]| parse_search(&p(pairs), NOW, &o).unwrap_err();
         assert!(err(&[]).message.contains("`service` is required"));
-        assert!(err(&[("service", "grouped")]).message.contains("unknown service"));
+        assert!(err(&[("service", "grouped [sideways]")]).message.contains("unknown service"));
         assert!(err(&[("service", "tracing"), ("tags", "{bad")]).message.contains("JSON object"));
         assert!(err(&[("service", "tracing"), ("tags", r#"{"color":"red"}"#)]).message.contains("unsupported search tag `color`"));
         assert!(err(&[("service", "tracing"), ("start", "9"), ("end", "3")]).message.contains("inverted"));

@@ -29,9 +29,16 @@ pub struct QueryConfig {
     /// Link hops followed from a trace's root.
     #[serde(default = "default_max_depth")]
     pub max_depth: usize,
-    /// Objects per trace, root included.
+    /// Objects per trace fetched by id, root included.
     #[serde(default = "default_max_objects")]
     pub max_objects: usize,
+    /// Linked objects followed per search result.
+    #[serde(default = "default_link_budget")]
+    pub link_budget: usize,
+    /// Address of the gRPC APIs (`jaeger.api_v2.QueryService`, `jaeger.storage.v2.TraceReader`);
+    /// empty to serve none.
+    #[serde(default = "default_grpc_endpoint")]
+    pub grpc_endpoint: String,
 }
 
 fn default_endpoint() -> String {
@@ -55,11 +62,23 @@ fn default_max_depth() -> usize {
 fn default_max_objects() -> usize {
     QueryOptions::default().max_objects
 }
+fn default_link_budget() -> usize {
+    QueryOptions::default().link_budget
+}
+fn default_grpc_endpoint() -> String {
+    "0.0.0.0:16685".to_string()
+}
 
 impl QueryConfig {
     pub fn validate(&self, config: &ComponentConfig) -> Result<(), ConfigError> {
         if self.endpoint.parse::<std::net::SocketAddr>().is_err() {
             return Err(config.error("endpoint", format!("{:?} is not an address like 0.0.0.0:16686", self.endpoint)));
+        }
+        if !self.grpc_endpoint.is_empty() && self.grpc_endpoint.parse::<std::net::SocketAddr>().is_err() {
+            return Err(config.error(
+                "grpc_endpoint",
+                format!("{:?} is not an address like 0.0.0.0:16685 (or empty for no gRPC)", self.grpc_endpoint),
+            ));
         }
         for (key, v) in [
             ("default_limit", self.default_limit),
@@ -83,6 +102,7 @@ impl QueryConfig {
             max_limit: self.max_limit,
             max_depth: self.max_depth,
             max_objects: self.max_objects,
+            link_budget: self.link_budget,
         }
     }
 }

@@ -1,10 +1,13 @@
-//! The `query` extension: serves the span store over the Jaeger HTTP query API.
+//! The `query` extension: serves the span store over the Jaeger HTTP API, kausal's own HTTP
+//! endpoints (redirect, one trace, durations) and web UI.
 
 pub mod api;
 pub mod assemble;
 pub mod jaeger;
 pub mod load;
 pub mod mode;
+pub mod reader;
+mod ui;
 
 pub use api::{router, QueryOptions};
 

@@ -1,65 +1,169 @@
 //! Display modes (the "services" of the Jaeger API) and the query-side trace ids that carry
 //! them. A trace id is `ff` + 8 hex digits of mode + `e1e3e7` + 16 hex digits naming a stored
 //! (root object, time range), as Kelemetry does, so editing the mode digits in a URL switches
-//! the view of the same object and range.
+//! the view of the same object and range. This module only names and encodes modes; what a
+//! mode looks like is `assemble.rs`'s business and what it loads is `load.rs`'s.
+//!
+//! The 8 mode digits follow Kelemetry's layout: the first digit is the view (Kelemetry's base
+//! configs: `0` tree, `1` timeline, `2` tracing, `3` grouped; `4` is reserved here for the
+//! `causal` view), the last digit holds the link selection bits (`1` ancestors, `2` children,
+//! so `3` is the full tree and `0` the object alone). Every other digit must be zero.
 
 use std::fmt;
 
 /// How an object's story is drawn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum View {
     /// One span per object, activities as logs on it, hierarchy = ownership.
     Tracing,
+    /// As `Tracing`, with one child span per data source (audit, event, change) holding that
+    /// source's activities as logs.
+    Grouped,
+    /// Activities as child spans of their object, with their attributes as tags.
+    Tree,
+    /// The root object with every activity of every object in scope directly beneath it.
+    Timeline,
 }
 
-/// Which linked objects a trace includes besides its root.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The view digit reserved for the `causal` view (kspan-style cause and effect), which is not
+/// built yet. Ids carrying it are refused with a message saying so rather than as unknown.
+pub const CAUSAL_VIEW_DIGIT: u32 = 4;
+
+impl View {
+    pub const ALL: [View; 4] = [View::Tracing, View::Grouped, View::Tree, View::Timeline];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            View::Tracing => "tracing",
+            View::Grouped => "grouped",
+            View::Tree => "tree",
+            View::Timeline => "timeline",
+        }
+    }
+
+    fn digit(self) -> u32 {
+        match self {
+            View::Tree => 0,
+            View::Timeline => 1,
+            View::Tracing => 2,
+            View::Grouped => 3,
+        }
+    }
+
+    fn from_digit(d: u32) -> Option<View> {
+        View::ALL.into_iter().find(|v| v.digit() == d)
+    }
+
+    pub fn parse(name: &str) -> Option<View> {
+        View::ALL.into_iter().find(|v| v.name() == name)
+    }
+}
+
+/// Which linked objects a trace includes besides the object it was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
-    /// Owned objects, following child links down from the root.
+    /// The object alone.
+    Object,
+    /// Its owners, up the parent links (up to `max_depth` hops); the topmost becomes the root.
+    Ancestors,
+    /// Its owned objects, down the child links (up to `max_depth` hops).
     Children,
+    /// Ancestors and children together (siblings are not included).
+    FullTree,
 }
 
-/// A view combined with a scope. The 32-bit code in trace ids is `0xVVVV_SSSS`: view in the
-/// high half, scope in the low half.
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::FullTree, Scope::Ancestors, Scope::Children, Scope::Object];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Object => "object",
+            Scope::Ancestors => "ancestors",
+            Scope::Children => "children",
+            Scope::FullTree => "full tree",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Scope> {
+        let name = name.replace(['_', '-'], " ");
+        Scope::ALL.into_iter().find(|s| s.name() == name || (name == "full" && *s == Scope::FullTree))
+    }
+
+    pub fn ancestors(self) -> bool {
+        matches!(self, Scope::Ancestors | Scope::FullTree)
+    }
+
+    pub fn children(self) -> bool {
+        matches!(self, Scope::Children | Scope::FullTree)
+    }
+
+    fn bits(self) -> u32 {
+        u32::from(self.ancestors()) | u32::from(self.children()) << 1
+    }
+
+    fn from_bits(bits: u32) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.bits() == bits)
+    }
+}
+
+/// A view combined with a scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DisplayMode {
     pub view: View,
     pub scope: Scope,
 }
 
-/// Every mode, in the order `/api/services` lists them, with its service name.
-pub const MODES: &[(&str, DisplayMode)] = &[("tracing", DisplayMode { view: View::Tracing, scope: Scope::Children })];
+impl Default for DisplayMode {
+    /// What `/redirect` and the UI open: the ownership story up and down.
+    fn default() -> Self {
+        DisplayMode { view: View::Tracing, scope: Scope::FullTree }
+    }
+}
+
+/// Every mode, in the order `/api/services` lists them.
+pub fn all_modes() -> Vec<DisplayMode> {
+    View::ALL
+        .into_iter()
+        .flat_map(|view| Scope::ALL.into_iter().map(move |scope| DisplayMode { view, scope }))
+        .collect()
+}
 
 impl DisplayMode {
-    /// The mode a Jaeger service name stands for.
+    /// The mode a Jaeger service name stands for: `tracing` (full tree), `tracing [children]`,
+    /// `tree [object]`, ...
     pub fn from_service(name: &str) -> Option<DisplayMode> {
-        MODES.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
+        let name = name.trim();
+        let (view, scope) = match name.split_once('[') {
+            Some((view, rest)) => (view.trim(), Scope::parse(rest.strip_suffix(']')?.trim())?),
+            None => (name, Scope::FullTree),
+        };
+        Some(DisplayMode { view: View::parse(view)?, scope })
     }
 
-    pub fn service_name(self) -> &'static str {
-        MODES.iter().find(|(_, m)| *m == self).map(|(n, _)| *n).unwrap_or("tracing")
+    /// The Jaeger service name: the view alone for the full tree (the default scope), else
+    /// `view [scope]` in Kelemetry's modifier style.
+    pub fn service_name(self) -> String {
+        match self.scope {
+            Scope::FullTree => self.view.name().to_string(),
+            scope => format!("{} [{}]", self.view.name(), scope.name()),
+        }
     }
 
     pub fn code(self) -> u32 {
-        let view: u32 = match self.view {
-            View::Tracing => 1,
-        };
-        let scope: u32 = match self.scope {
-            Scope::Children => 2,
-        };
-        view << 16 | scope
+        self.view.digit() << 28 | self.scope.bits()
     }
 
-    pub fn from_code(code: u32) -> Option<DisplayMode> {
-        let view = match code >> 16 {
-            1 => View::Tracing,
-            _ => return None,
-        };
-        let scope = match code & 0xffff {
-            2 => Scope::Children,
-            _ => return None,
-        };
-        Some(DisplayMode { view, scope })
+    pub fn from_code(code: u32) -> Result<DisplayMode, TraceIdError> {
+        let view_digit = code >> 28;
+        if code & 0x0fff_fffc != 0 {
+            return Err(TraceIdError::UnknownMode(code));
+        }
+        if view_digit == CAUSAL_VIEW_DIGIT {
+            return Err(TraceIdError::CausalNotAvailable);
+        }
+        let view = View::from_digit(view_digit).ok_or(TraceIdError::UnknownMode(code))?;
+        let scope = Scope::from_bits(code & 3).ok_or(TraceIdError::UnknownMode(code))?;
+        Ok(DisplayMode { view, scope })
     }
 }
 
@@ -81,6 +185,8 @@ pub enum TraceIdError {
     Scheme,
     #[error("trace id names unknown display mode {0:08x}")]
     UnknownMode(u32),
+    #[error("trace id names the causal view, which this build does not provide yet")]
+    CausalNotAvailable,
 }
 
 impl QueryTraceId {
@@ -97,8 +203,13 @@ impl QueryTraceId {
         }
         let code = u32::from_str_radix(&s[2..10], 16).map_err(|_| TraceIdError::NotHex)?;
         let id = u64::from_str_radix(&s[16..], 16).map_err(|_| TraceIdError::NotHex)?;
-        let mode = DisplayMode::from_code(code).ok_or(TraceIdError::UnknownMode(code))?;
+        let mode = DisplayMode::from_code(code)?;
         Ok(QueryTraceId { mode, id })
+    }
+
+    /// The same stored trace in another mode.
+    pub fn with_mode(self, mode: DisplayMode) -> QueryTraceId {
+        QueryTraceId { mode, id: self.id }
     }
 }
 
@@ -115,15 +226,40 @@ mod tests {
     #[test]
     fn trace_ids_round_trip_and_reject_garbage() {
         let mode = DisplayMode::from_service("tracing").unwrap();
+        assert_eq!(mode, DisplayMode::default());
         let id = QueryTraceId { mode, id: 0x0123_4567_89ab_cdef };
         let text = id.to_string();
-        assert_eq!(text, "ff00010002e1e3e70123456789abcdef");
+        assert_eq!(text, "ff20000003e1e3e70123456789abcdef");
         assert_eq!(QueryTraceId::parse(&text), Ok(id));
         assert_eq!(QueryTraceId::parse(&text.to_uppercase()), Ok(id));
         assert_eq!(QueryTraceId::parse("abc"), Err(TraceIdError::Length(3)));
-        assert_eq!(QueryTraceId::parse("ff00010002e1e3e70123456789abcdeg"), Err(TraceIdError::NotHex));
-        assert_eq!(QueryTraceId::parse("0000010002e1e3e70123456789abcdef"), Err(TraceIdError::Scheme));
+        assert_eq!(QueryTraceId::parse("ff20000003e1e3e70123456789abcdeg"), Err(TraceIdError::NotHex));
+        assert_eq!(QueryTraceId::parse("0020000003e1e3e70123456789abcdef"), Err(TraceIdError::Scheme));
         assert_eq!(QueryTraceId::parse("ff00090002e1e3e70123456789abcdef"), Err(TraceIdError::UnknownMode(0x0009_0002)));
+        assert_eq!(QueryTraceId::parse("ff90000000e1e3e70123456789abcdef"), Err(TraceIdError::UnknownMode(0x9000_0000)));
+        assert_eq!(QueryTraceId::parse("ff40000003e1e3e70123456789abcdef"), Err(TraceIdError::CausalNotAvailable));
         assert_eq!(DisplayMode::from_service("nope"), None);
+        assert_eq!(DisplayMode::from_service("tracing [sideways]"), None);
+    }
+
+    #[test]
+    fn every_mode_has_a_distinct_code_and_name_that_round_trip() {
+        let modes = all_modes();
+        assert_eq!(modes.len(), 16);
+        let mut codes: Vec<u32> = modes.iter().map(|m| m.code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), 16);
+        for mode in modes {
+            assert_eq!(DisplayMode::from_code(mode.code()), Ok(mode));
+            assert_eq!(DisplayMode::from_service(&mode.service_name()), Some(mode), "{}", mode.service_name());
+        }
+        // Kelemetry's digits for its base configs.
+        let code = |s: &str| DisplayMode::from_service(s).map(|m| m.code());
+        assert_eq!(code("tree [object]"), Some(0x0000_0000));
+        assert_eq!(code("timeline [object]"), Some(0x1000_0000));
+        assert_eq!(code("tracing [children]"), Some(0x2000_0002));
+        assert_eq!(code("grouped [ancestors]"), Some(0x3000_0001));
+        assert_eq!(code("tree [full_tree]"), Some(0x0000_0003));
     }
 }

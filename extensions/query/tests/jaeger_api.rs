@@ -169,8 +169,12 @@ async fn deployment_rollout_reads_as_one_trace() {
 
     let (status, services) = server.get("/api/services").await;
     assert_eq!(status, 200);
-    assert_eq!(services["data"], serde_json::json!(["tracing"]));
-    assert_eq!(services["total"], 1);
+    let names: Vec<&str> = services["data"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert_eq!(names.len(), 16, "4 views x 4 scopes: {names:?}");
+    for name in ["tracing", "tracing [children]", "grouped [ancestors]", "tree [object]", "timeline"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    assert_eq!(services["total"], 16);
     let (_, ops) = server.get("/api/services/tracing/operations").await;
     assert_eq!(ops["data"], serde_json::json!(["prod"]));
     let (_, ops) = server.get("/api/operations?service=tracing").await;
@@ -277,7 +281,7 @@ async fn bad_queries_get_400_and_a_message() {
         let msg = body["errors"][0]["msg"].as_str().unwrap_or_default();
         assert!(msg.contains(expected), "{path}: {msg}");
     }
-    let (status, body) = server.get("/api/traces/ff00010002e1e3e70123456789abcdef").await;
+    let (status, body) = server.get("/api/traces/ff20000003e1e3e70123456789abcdef").await;
     assert_eq!(status, 404, "{body}");
     server.shutdown().await;
 }
