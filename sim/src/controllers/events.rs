@@ -36,6 +36,7 @@ pub fn event_name(involved_name: &str, now: chrono::DateTime<chrono::Utc>) -> St
 }
 
 /// Builds a core/v1 Event as a controller or kubelet first posts it.
+#[allow(clippy::too_many_arguments)] // one argument per wire field
 pub fn core_event(
     involved: &Value,
     field_path: Option<&str>,
@@ -78,6 +79,7 @@ pub fn core_event(
 }
 
 /// Builds an events.k8s.io/v1 Event as the scheduler first posts it.
+#[allow(clippy::too_many_arguments)] // one argument per wire field
 pub fn events_v1_event(
     regarding: &Value,
     event_type: EventType,

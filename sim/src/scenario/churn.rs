@@ -67,7 +67,7 @@ fn deployment_name(j: usize) -> String {
 
 /// Creates the namespaces and Deployments, churns, and (optionally) cleans up.
 pub async fn run_churn(client: &ApiClient, config: &ChurnConfig) -> Result<ChurnReport, ScenarioError> {
-    if config.namespaces == 0 || config.deployments_per_namespace == 0 || !(config.writes_per_second > 0.0) {
+    if config.namespaces == 0 || config.deployments_per_namespace == 0 || config.writes_per_second.is_nan() || config.writes_per_second <= 0.0 {
         return Err(ScenarioError::Churn("namespaces, deployments per namespace and the write rate must be positive".into()));
     }
     let fail = |what: &str, e: crate::client::ClientError| ScenarioError::Churn(format!("{what}: {e}"));
