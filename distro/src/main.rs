@@ -1,6 +1,7 @@
 //! The `kausal` binary: command line, the compiled-in component list, and the service run loop.
 
 mod components;
+mod demo;
 mod run;
 
 use std::path::PathBuf;
@@ -37,6 +38,10 @@ enum Command {
         #[arg(long = "config", short = 'c', required = true)]
         config: Vec<PathBuf>,
     },
+    /// A simulated cluster wired to kausal: traces of a looping rollout, no cluster needed.
+    Demo(demo::DemoArgs),
+    /// Run the simulated Kubernetes cluster alone (API server, control plane, audit backends).
+    Sim(kausal_sim::cli::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,5 +68,7 @@ fn main() -> ExitCode {
         Command::Validate { config } => run::validate(&config),
         Command::PrintConfig { config } => run::print_config(&config),
         Command::Run { config } => run::run(&config),
+        Command::Demo(args) => demo::demo(args),
+        Command::Sim(args) => run::sim(args),
     }
 }

@@ -66,7 +66,17 @@ impl Consumer for SpanBuilderProcessor {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
         self.metrics.received.inc_by(batch.len() as u64);
         let (out, emitted) = match batch {
-            Batch::Activities(activities) => {
+            Batch::Activities(mut activities) => {
+                // Requests about collections (list, watch, deletecollection) and creates whose
+                // name the audit level did not reveal name no object: there is no span to hang
+                // them under.
+                let before = activities.len();
+                activities.retain(|a| !a.object.key.name.is_empty());
+                let nameless = before - activities.len();
+                if nameless > 0 {
+                    self.metrics.dropped.inc_by(nameless as u64);
+                    tracing::debug!(nameless, "activities without an object name dropped");
+                }
                 let mut builder = self.builder.lock().unwrap_or_else(|p| p.into_inner());
                 let (spans, emitted) = builder.build(&activities);
                 (Batch::Spans(spans), Some(emitted))

@@ -158,3 +158,31 @@ fn diffs_become_span_events_with_readable_lines() {
     let lines = audit.events[0].attributes.iter().find(|kv| kv.key == attr::DIFF_LINES).unwrap();
     assert!(format!("{lines:?}").contains("spec.replicas 2 -> 4"));
 }
+
+#[tokio::test]
+async fn activities_naming_no_object_are_dropped_and_counted() {
+    use std::sync::{Arc, Mutex};
+    use kausal_core::component::{Batch, ConsumeError, Consumer, CreateContext, ProcessorFactory};
+    use kausal_core::config::ComponentConfig;
+    use kausal_core::telemetry::Telemetry;
+
+    struct Collect(Mutex<usize>);
+    #[async_trait::async_trait]
+    impl Consumer for Collect {
+        async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+            *self.0.lock().unwrap() += batch.len();
+            Ok(())
+        }
+    }
+    let telemetry = Telemetry::default();
+    let metrics = telemetry.component("processor", "spanbuilder");
+    let sink = Arc::new(Collect(Mutex::new(0)));
+    let cfg = ComponentConfig::from_yaml("spanbuilder", "").unwrap();
+    let ctx = CreateContext { id: cfg.id.clone(), metrics: metrics.clone(), telemetry };
+    let p = kausal_processor_spanbuilder::Factory.create(ctx, &cfg, sink.clone()).unwrap();
+    let list = audit(ObjectKey::new("c", "", "pods", "ns", ""), "u", "list", "", 200, MIN);
+    let named = audit(ObjectKey::new("c", "", "pods", "ns", "p"), "u", "get", "", 200, MIN);
+    p.consume(Batch::Activities(vec![list, named])).await.unwrap();
+    assert_eq!(metrics.dropped.get(), 1);
+    assert_eq!(*sink.0.lock().unwrap(), 2, "one object span and one activity span");
+}
