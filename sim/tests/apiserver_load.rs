@@ -21,7 +21,10 @@ const WATCHERS: usize = 3;
 
 async fn count_events(State(n): State<Arc<AtomicUsize>>, body: Bytes) -> &'static str {
     if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-        n.fetch_add(v["items"].as_array().map(Vec::len).unwrap_or(0), Ordering::SeqCst);
+        n.fetch_add(
+            v["items"].as_array().map(Vec::len).unwrap_or(0),
+            Ordering::SeqCst,
+        );
     }
     "{}"
 }
@@ -29,26 +32,42 @@ async fn count_events(State(n): State<Arc<AtomicUsize>>, body: Bytes) -> &'stati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_reach_every_watcher_in_order() -> Result<()> {
     let received = Arc::new(AtomicUsize::new(0));
-    let app = Router::new().route("/audit", post(count_events)).with_state(received.clone());
+    let app = Router::new()
+        .route("/audit", post(count_events))
+        .with_state(received.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let mut webhook = WebhookConfig::new(WebhookTarget { url: format!("http://{addr}/audit"), ..Default::default() });
+    let mut webhook = WebhookConfig::new(WebhookTarget {
+        url: format!("http://{addr}/audit"),
+        ..Default::default()
+    });
     webhook.batch.max_batch_wait = Duration::from_millis(50);
     webhook.batch.throttle_enabled = false;
-    let config = ApiServerConfig { http_listen: Some("127.0.0.1:0".parse()?), audit: AuditConfig { webhook: Some(webhook), ..Default::default() }, ..Default::default() };
+    let config = ApiServerConfig {
+        http_listen: Some("127.0.0.1:0".parse()?),
+        audit: AuditConfig {
+            webhook: Some(webhook),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let server = ApiServer::start(config).await?;
     let base = server.http_url().context("http listener")?;
     let token = server.admin_token().to_string();
-    let client = reqwest::Client::builder().user_agent("load-test/v0").build()?;
+    let client = reqwest::Client::builder()
+        .user_agent("load-test/v0")
+        .build()?;
 
     let start_rv = server.store().current_resource_version();
     let mut watchers = Vec::new();
     for _ in 0..WATCHERS {
         let resp = client
-            .get(format!("{base}/api/v1/configmaps?watch=1&resourceVersion={start_rv}&timeoutSeconds=60"))
+            .get(format!(
+                "{base}/api/v1/configmaps?watch=1&resourceVersion={start_rv}&timeoutSeconds=60"
+            ))
             .bearer_auth(&token)
             .send()
             .await?;
@@ -58,12 +77,22 @@ async fn concurrent_writes_reach_every_watcher_in_order() -> Result<()> {
             let mut versions = Vec::new();
             let expected = WRITERS * WRITES_PER_WRITER * 2;
             while versions.len() < expected {
-                let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), resp.chunk()).await.ok().and_then(|c| c.ok()).flatten() else { break };
+                let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), resp.chunk())
+                    .await
+                    .ok()
+                    .and_then(|c| c.ok())
+                    .flatten()
+                else {
+                    break;
+                };
                 buffer.extend_from_slice(&chunk);
                 while let Some(i) = buffer.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buffer.drain(..=i).collect();
                     let event: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
-                    if let Some(rv) = event["object"]["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse::<u64>().ok()) {
+                    if let Some(rv) = event["object"]["metadata"]["resourceVersion"]
+                        .as_str()
+                        .and_then(|r| r.parse::<u64>().ok())
+                    {
                         versions.push(rv);
                     }
                 }
@@ -91,7 +120,9 @@ async fn concurrent_writes_reach_every_watcher_in_order() -> Result<()> {
                     bail!("create answered {}", created.status());
                 }
                 let patched = client
-                    .patch(format!("{base}/api/v1/namespaces/default/configmaps/{name}"))
+                    .patch(format!(
+                        "{base}/api/v1/namespaces/default/configmaps/{name}"
+                    ))
                     .bearer_auth(&token)
                     .header("Content-Type", "application/merge-patch+json")
                     .body(r#"{"data":{"n":"1"}}"#)
@@ -109,18 +140,35 @@ async fn concurrent_writes_reach_every_watcher_in_order() -> Result<()> {
     }
     let elapsed = started.elapsed();
     let writes = WRITERS * WRITES_PER_WRITER * 2;
-    println!("{writes} writes in {elapsed:?}: {:.0} writes/s with {WATCHERS} watchers and the audit webhook", writes as f64 / elapsed.as_secs_f64());
+    println!(
+        "{writes} writes in {elapsed:?}: {:.0} writes/s with {WATCHERS} watchers and the audit webhook",
+        writes as f64 / elapsed.as_secs_f64()
+    );
 
     for w in watchers {
         let versions = w.await?;
         assert_eq!(versions.len(), writes, "every watcher sees every change");
-        assert!(versions.windows(2).all(|p| p[0] < p[1]), "in resourceVersion order");
+        assert!(
+            versions.windows(2).all(|p| p[0] < p[1]),
+            "in resourceVersion order"
+        );
     }
     server.auditor().flush().await;
     // Two events (RequestReceived, ResponseComplete) per write; reads are not made here.
     let audited = received.load(Ordering::SeqCst);
-    assert!(audited >= writes * 2, "webhook received {audited} events for {writes} writes");
-    assert_eq!(server.auditor().webhook_stats().context("stats")?.events_dropped.load(Ordering::Relaxed), 0);
+    assert!(
+        audited >= writes * 2,
+        "webhook received {audited} events for {writes} writes"
+    );
+    assert_eq!(
+        server
+            .auditor()
+            .webhook_stats()
+            .context("stats")?
+            .events_dropped
+            .load(Ordering::Relaxed),
+        0
+    );
     server.shutdown().await;
     Ok(())
 }

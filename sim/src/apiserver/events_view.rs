@@ -17,7 +17,16 @@ const CORE_TO_V1: &[(&str, &str)] = &[
     ("count", "deprecatedCount"),
 ];
 
-const SHARED: &[&str] = &["metadata", "eventTime", "series", "action", "reason", "type", "related", "reportingInstance"];
+const SHARED: &[&str] = &[
+    "metadata",
+    "eventTime",
+    "series",
+    "action",
+    "reason",
+    "type",
+    "related",
+    "reportingInstance",
+];
 
 fn is_empty_value(v: &Value) -> bool {
     match v {

@@ -23,7 +23,10 @@ use super::patch::PatchType;
 use super::resources::{ResourceType, Subresource, View};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, success_status};
-use super::store::{self, DeleteOptions, DeleteOutcome, ListOptions, Store, WatchEvent, WatchEventType, WatchStart, Writer};
+use super::store::{
+    self, DeleteOptions, DeleteOutcome, ListOptions, Store, WatchEvent, WatchEventType, WatchStart,
+    Writer,
+};
 use super::table::{self, IncludeObject};
 use crate::audit::{AuditRecord, Auditor, RequestAttributes, RequestFacts, authorization_reason};
 use crate::clock::Clock;
@@ -61,7 +64,9 @@ fn json_response(code: u16, value: &Value, audit_id: Option<&str>) -> Response<B
     if let Some(id) = audit_id {
         builder = builder.header("Audit-Id", id);
     }
-    builder.body(full(body)).unwrap_or_else(|_| Response::new(full(Bytes::new())))
+    builder
+        .body(full(body))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 fn error_response(e: &ApiError, audit_id: Option<&str>) -> Response<Body> {
@@ -82,7 +87,9 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -113,7 +120,10 @@ impl Query {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     fn flag(&self, key: &str) -> bool {
@@ -151,7 +161,11 @@ pub enum Route {
 
 /// Maps a URL path to what it addresses (pure).
 pub fn route(path: &str) -> Route {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segments.as_slice() {
         ["healthz" | "livez" | "readyz", ..] => Route::Health,
         ["version"] => Route::Version,
@@ -159,11 +173,23 @@ pub fn route(path: &str) -> Route {
         ["apis"] => Route::GroupList,
         ["openapi", "v2"] => Route::OpenApiV2,
         ["openapi", "v3"] => Route::OpenApiV3Root,
-        ["openapi", "v3", "api", v] => Route::OpenApiV3 { group: String::new(), version: (*v).to_string() },
-        ["openapi", "v3", "apis", g, v] => Route::OpenApiV3 { group: (*g).to_string(), version: (*v).to_string() },
+        ["openapi", "v3", "api", v] => Route::OpenApiV3 {
+            group: String::new(),
+            version: (*v).to_string(),
+        },
+        ["openapi", "v3", "apis", g, v] => Route::OpenApiV3 {
+            group: (*g).to_string(),
+            version: (*v).to_string(),
+        },
         ["apis", g] => Route::Group((*g).to_string()),
-        ["api", v] => Route::ResourceList { group: String::new(), version: (*v).to_string() },
-        ["apis", g, v] => Route::ResourceList { group: (*g).to_string(), version: (*v).to_string() },
+        ["api", v] => Route::ResourceList {
+            group: String::new(),
+            version: (*v).to_string(),
+        },
+        ["apis", g, v] => Route::ResourceList {
+            group: (*g).to_string(),
+            version: (*v).to_string(),
+        },
         ["api", v, rest @ ..] => resource_route("", v, rest),
         ["apis", g, v, rest @ ..] => resource_route(g, v, rest),
         _ => Route::NotFound,
@@ -171,12 +197,18 @@ pub fn route(path: &str) -> Route {
 }
 
 fn resource_route(group: &str, version: &str, mut rest: &[&str]) -> Route {
-    let mut rp = ResourcePath { group: group.to_string(), version: version.to_string(), ..Default::default() };
+    let mut rp = ResourcePath {
+        group: group.to_string(),
+        version: version.to_string(),
+        ..Default::default()
+    };
     if rest.first() == Some(&"watch") {
         rp.legacy_watch = true;
         rest = &rest[1..];
     }
-    let namespaced_form = rest.len() >= 3 && rest[0] == "namespaces" && !(group.is_empty() && rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
+    let namespaced_form = rest.len() >= 3
+        && rest[0] == "namespaces"
+        && !(group.is_empty() && rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
     if namespaced_form {
         rp.namespace = Some(rest[1].to_string());
         rest = &rest[2..];
@@ -218,12 +250,17 @@ pub fn source_ips(headers: &HeaderMap, remote: SocketAddr) -> Vec<String> {
     let mut ips: Vec<String> = headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
-    if let Some(real) = headers.get("x-real-ip").and_then(|v| v.to_str().ok()) {
-        if !ips.iter().any(|i| i == real.trim()) {
-            ips.push(real.trim().to_string());
-        }
+    if let Some(real) = headers.get("x-real-ip").and_then(|v| v.to_str().ok())
+        && !ips.iter().any(|i| i == real.trim())
+    {
+        ips.push(real.trim().to_string());
     }
     let peer = remote.ip().to_canonical().to_string();
     if !ips.contains(&peer) {
@@ -232,12 +269,18 @@ pub fn source_ips(headers: &HeaderMap, remote: SocketAddr) -> Vec<String> {
     ips
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> &'a str {
-    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> &str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
 }
 
 /// The authenticated user, and the impersonated one when `Impersonate-User` is set.
-fn authenticate(state: &ServerState, headers: &HeaderMap) -> Result<(UserInfo, Option<UserInfo>), ApiError> {
+fn authenticate(
+    state: &ServerState,
+    headers: &HeaderMap,
+) -> Result<(UserInfo, Option<UserInfo>), ApiError> {
     let token = header_str(headers, header::AUTHORIZATION)
         .strip_prefix("Bearer ")
         .map(str::trim)
@@ -249,7 +292,10 @@ fn authenticate(state: &ServerState, headers: &HeaderMap) -> Result<(UserInfo, O
         .get(token)
         .cloned()
         .ok_or_else(ApiError::unauthorized)?;
-    let Some(target) = headers.get("impersonate-user").and_then(|v| v.to_str().ok()) else {
+    let Some(target) = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok((user, None));
     };
     if !user.groups.iter().any(|g| g == "system:masters") {
@@ -258,12 +304,28 @@ fn authenticate(state: &ServerState, headers: &HeaderMap) -> Result<(UserInfo, O
             user.username
         )));
     }
-    let mut groups: Vec<String> = headers.get_all("impersonate-group").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
+    let mut groups: Vec<String> = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
     if !groups.iter().any(|g| g == "system:authenticated") {
         groups.push("system:authenticated".to_string());
     }
-    let uid = headers.get("impersonate-uid").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    Ok((user, Some(UserInfo { username: target.to_string(), uid, groups, ..Default::default() })))
+    let uid = headers
+        .get("impersonate-uid")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Ok((
+        user,
+        Some(UserInfo {
+            username: target.to_string(),
+            uid,
+            groups,
+            ..Default::default()
+        }),
+    ))
 }
 
 fn version_info(git_version: &str) -> Value {
@@ -285,13 +347,20 @@ fn version_info(git_version: &str) -> Value {
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+    match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(ApiError::request_entity_too_large(MAX_BODY_BYTES))
             } else {
-                Err(ApiError::bad_request(format!("cannot read request body: {e}")))
+                Err(ApiError::bad_request(format!(
+                    "cannot read request body: {e}"
+                )))
             }
         }
     }
@@ -301,20 +370,32 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
 fn decode_body(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> {
     let base = content_type.split(';').next().unwrap_or_default().trim();
     if base.contains("yaml") {
-        let text = std::str::from_utf8(bytes).map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}")))?;
-        return serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")));
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}")))?;
+        return serde_saphyr::from_str::<Value>(text)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")));
     }
     if base.contains("protobuf") {
         return Err(ApiError::unsupported_media_type(content_type));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })
 }
 
 /// The entry point for every request on every listener.
-pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, remote: SocketAddr) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    state: Arc<ServerState>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
     let received = state.clock.now();
     let path = req.uri().path().to_string();
-    let request_uri = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| path.clone());
+    let request_uri = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| path.clone());
     let query = Query::parse(req.uri().query());
     let r = route(&path);
     if r == Route::Health {
@@ -327,7 +408,14 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, remote: Soc
         Ok(u) => u,
         Err(e) if r == Route::Version => {
             let _ = e;
-            (UserInfo { username: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()], ..Default::default() }, None)
+            (
+                UserInfo {
+                    username: "system:anonymous".into(),
+                    groups: vec!["system:unauthenticated".into()],
+                    ..Default::default()
+                },
+                None,
+            )
         }
         Err(e) => {
             tracing::debug!(%path, error = %e, "request refused");
@@ -357,11 +445,26 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, remote: Soc
         groups: &effective.groups,
         verb: verb_name,
         resource_request: resource_path.is_some(),
-        api_group: resource_path.as_ref().map(|r| r.group.as_str()).unwrap_or_default(),
-        resource: resource_path.as_ref().map(|r| r.resource.as_str()).unwrap_or_default(),
-        subresource: resource_path.as_ref().and_then(|r| r.subresource.as_deref()).unwrap_or_default(),
-        namespace: resource_path.as_ref().and_then(|r| r.namespace.as_deref()).unwrap_or_default(),
-        name: resource_path.as_ref().and_then(|r| r.name.as_deref()).unwrap_or_default(),
+        api_group: resource_path
+            .as_ref()
+            .map(|r| r.group.as_str())
+            .unwrap_or_default(),
+        resource: resource_path
+            .as_ref()
+            .map(|r| r.resource.as_str())
+            .unwrap_or_default(),
+        subresource: resource_path
+            .as_ref()
+            .and_then(|r| r.subresource.as_deref())
+            .unwrap_or_default(),
+        namespace: resource_path
+            .as_ref()
+            .and_then(|r| r.namespace.as_deref())
+            .unwrap_or_default(),
+        name: resource_path
+            .as_ref()
+            .and_then(|r| r.name.as_deref())
+            .unwrap_or_default(),
         path: &path,
     };
     let decision = state.auditor.decide(&attrs);
@@ -392,16 +495,18 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, remote: Soc
             received,
         },
     );
-    if let Some(e) = audit.event(Stage::RequestReceived, received) {
-        if let Err(err) = state.auditor.emit(e).await {
-            if state.auditor.strict() {
-                let e = ApiError::internal(format!("failed to record the audit event: {err}"));
-                return Ok(error_response(&e, Some(&audit_id)));
-            }
-        }
+    if let Some(e) = audit.event(Stage::RequestReceived, received)
+        && let Err(err) = state.auditor.emit(e).await
+        && state.auditor.strict()
+    {
+        let e = ApiError::internal(format!("failed to record the audit event: {err}"));
+        return Ok(error_response(&e, Some(&audit_id)));
     }
     audit.annotate("authorization.k8s.io/decision", "allow");
-    audit.annotate("authorization.k8s.io/reason", authorization_reason(&effective));
+    audit.annotate(
+        "authorization.k8s.io/reason",
+        authorization_reason(&effective),
+    );
 
     if let (Some(rp), "watch") = (&resource_path, verb_name) {
         return Ok(serve_watch(state, rp.clone(), &query, audit).await);
@@ -410,14 +515,23 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, remote: Soc
     let content_type = header_str(req.headers(), header::CONTENT_TYPE).to_string();
     let result = match r {
         Route::Resource(rp) => {
-            let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+            let body = if matches!(
+                method,
+                Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+            ) {
                 read_body(req).await
             } else {
                 Ok(Bytes::new())
             };
             match body {
                 Ok(body) => {
-                    let ctx = RequestContext { verb: verb_name, query: &query, accept: &accept, content_type: &content_type, user_agent: &user_agent };
+                    let ctx = RequestContext {
+                        verb: verb_name,
+                        query: &query,
+                        accept: &accept,
+                        content_type: &content_type,
+                        user_agent: &user_agent,
+                    };
                     serve_resource(&state, &rp, &ctx, &body, &mut audit)
                 }
                 Err(e) => Err(e),
@@ -428,7 +542,8 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, remote: Soc
     let response = match result {
         Ok((code, value)) => {
             let mut status = success_status(code);
-            if verb_name == "delete" && value.get("kind").and_then(Value::as_str) == Some("Status") {
+            if verb_name == "delete" && value.get("kind").and_then(Value::as_str) == Some("Status")
+            {
                 status.status = "Success".to_string();
             }
             audit.set_response_status(status);
@@ -458,11 +573,22 @@ fn serve_non_resource(state: &ServerState, r: Route) -> Result<(u16, Value), Api
     match r {
         Route::Version => Ok((200, version_info(&state.server_version))),
         Route::CoreVersions => {
-            let address = state.server_address.read().unwrap_or_else(|p| p.into_inner()).clone();
-            Ok((200, state.store.with_registry(|reg| reg.core_versions(&address))))
+            let address = state
+                .server_address
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            Ok((
+                200,
+                state.store.with_registry(|reg| reg.core_versions(&address)),
+            ))
         }
         Route::GroupList => Ok((200, state.store.with_registry(|reg| reg.group_list()))),
-        Route::Group(g) => state.store.with_registry(|reg| reg.group(&g)).map(|v| (200, v)).ok_or_else(ApiError::unknown_resource),
+        Route::Group(g) => state
+            .store
+            .with_registry(|reg| reg.group(&g))
+            .map(|v| (200, v))
+            .ok_or_else(ApiError::unknown_resource),
         Route::ResourceList { group, version } => state
             .store
             .with_registry(|reg| reg.resource_list(&group, &version))
@@ -488,9 +614,14 @@ struct RequestContext<'a> {
 }
 
 fn resolve(state: &ServerState, rp: &ResourcePath) -> Result<ResourceType, ApiError> {
-    let rt = state.store.resource_type(&rp.group, &rp.version, &rp.resource).ok_or_else(ApiError::unknown_resource)?;
+    let rt = state
+        .store
+        .resource_type(&rp.group, &rp.version, &rp.resource)
+        .ok_or_else(ApiError::unknown_resource)?;
     // Namespaced objects are only addressable under /namespaces/{ns}/, cluster ones never are.
-    if (!rt.namespaced && rp.namespace.is_some()) || (rt.namespaced && rp.namespace.is_none() && rp.name.is_some()) {
+    if (!rt.namespaced && rp.namespace.is_some())
+        || (rt.namespaced && rp.namespace.is_none() && rp.name.is_some())
+    {
         return Err(ApiError::unknown_resource());
     }
     Ok(rt)
@@ -505,22 +636,53 @@ fn writer(ctx: &RequestContext<'_>, operation: &'static str) -> Writer {
 }
 
 fn list_options(rt: &ResourceType, query: &Query) -> Result<ListOptions, ApiError> {
-    let label_selector = LabelSelector::parse(query.get("labelSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
-    let field_selector = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default(), &rt.group, &rt.plural).map_err(ApiError::bad_request)?;
+    let label_selector = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())
+        .map_err(ApiError::bad_request)?;
+    let field_selector = FieldSelector::parse(
+        query.get("fieldSelector").unwrap_or_default(),
+        &rt.group,
+        &rt.plural,
+    )
+    .map_err(ApiError::bad_request)?;
     let limit = match query.get("limit") {
-        Some(l) if !l.is_empty() => Some(l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?).filter(|l| *l > 0),
+        Some(l) if !l.is_empty() => Some(
+            l.parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        )
+        .filter(|l| *l > 0),
         _ => None,
     };
-    let exact_resource_version = match (query.get("resourceVersionMatch"), query.get("resourceVersion")) {
+    let exact_resource_version = match (
+        query.get("resourceVersionMatch"),
+        query.get("resourceVersion"),
+    ) {
         (Some("Exact"), Some(rv)) => Some(parse_resource_version(rv)?),
         _ => None,
     };
-    Ok(ListOptions { label_selector, field_selector, limit, continue_token: query.get("continue").filter(|c| !c.is_empty()).map(str::to_string), exact_resource_version })
+    Ok(ListOptions {
+        label_selector,
+        field_selector,
+        limit,
+        continue_token: query
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
+        exact_resource_version,
+    })
 }
 
 fn parse_resource_version(rv: &str) -> Result<u64, ApiError> {
     rv.parse::<u64>().map_err(|_| {
-        ApiError::invalid("meta.k8s.io", "ListOptions", "", vec![super::status::cause("FieldValueInvalid", "resourceVersion", format!("Invalid value: \"{rv}\": must be a non-negative integer"))])
+        ApiError::invalid(
+            "meta.k8s.io",
+            "ListOptions",
+            "",
+            vec![super::status::cause(
+                "FieldValueInvalid",
+                "resourceVersion",
+                format!("Invalid value: \"{rv}\": must be a non-negative integer"),
+            )],
+        )
     })
 }
 
@@ -534,7 +696,13 @@ fn subresource(rt: &ResourceType, rp: &ResourcePath) -> Result<Option<Subresourc
     }
 }
 
-fn serve_resource(state: &ServerState, rp: &ResourcePath, ctx: &RequestContext<'_>, body: &[u8], audit: &mut AuditRecord) -> Result<(u16, Value), ApiError> {
+fn serve_resource(
+    state: &ServerState,
+    rp: &ResourcePath,
+    ctx: &RequestContext<'_>,
+    body: &[u8],
+    audit: &mut AuditRecord,
+) -> Result<(u16, Value), ApiError> {
     let rt = resolve(state, rp)?;
     let sub = subresource(&rt, rp)?;
     let store = &state.store;
@@ -550,7 +718,16 @@ fn serve_resource(state: &ServerState, rp: &ResourcePath, ctx: &RequestContext<'
             };
             if as_table && sub.is_none() {
                 let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))});
-                return Ok((200, table::table(&rt, &[obj], meta, IncludeObject::parse(ctx.query.get("includeObject")), state.clock.now())));
+                return Ok((
+                    200,
+                    table::table(
+                        &rt,
+                        &[obj],
+                        meta,
+                        IncludeObject::parse(ctx.query.get("includeObject")),
+                        state.clock.now(),
+                    ),
+                ));
             }
             Ok((200, obj))
         }
@@ -568,9 +745,21 @@ fn serve_resource(state: &ServerState, rp: &ResourcePath, ctx: &RequestContext<'
                 meta["remainingItemCount"] = json!(n);
             }
             if as_table {
-                return Ok((200, table::table(&rt, &result.items, meta, IncludeObject::parse(ctx.query.get("includeObject")), state.clock.now())));
+                return Ok((
+                    200,
+                    table::table(
+                        &rt,
+                        &result.items,
+                        meta,
+                        IncludeObject::parse(ctx.query.get("includeObject")),
+                        state.clock.now(),
+                    ),
+                ));
             }
-            Ok((200, json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": meta, "items": result.items})))
+            Ok((
+                200,
+                json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": meta, "items": result.items}),
+            ))
         }
         "create" => {
             if rp.name.is_some() && sub != Some(Subresource::Binding) {
@@ -599,36 +788,77 @@ fn serve_resource(state: &ServerState, rp: &ResourcePath, ctx: &RequestContext<'
                 Some(Subresource::Binding) => Err(ApiError::method_not_allowed()),
                 Some(Subresource::Scale) => {
                     let requested = object.clone();
-                    Ok((200, store.update_scale(&rt, &namespace, &name, move |_| Ok(requested), &writer(ctx, "Update"))?))
+                    Ok((
+                        200,
+                        store.update_scale(
+                            &rt,
+                            &namespace,
+                            &name,
+                            move |_| Ok(requested),
+                            &writer(ctx, "Update"),
+                        )?,
+                    ))
                 }
-                _ => Ok((200, store.update(&rt, &namespace, &name, object, sub, &writer(ctx, "Update"))?)),
+                _ => Ok((
+                    200,
+                    store.update(&rt, &namespace, &name, object, sub, &writer(ctx, "Update"))?,
+                )),
             }
         }
         "patch" => {
-            let patch_type = PatchType::from_content_type(ctx.content_type).ok_or_else(|| ApiError::unsupported_media_type(ctx.content_type))?;
+            let patch_type = PatchType::from_content_type(ctx.content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(ctx.content_type))?;
             let patch_body = match patch_type {
                 PatchType::Apply => decode_body(body, "application/yaml")?,
-                _ => serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
+                _ => serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
             };
             audit.set_request_object(&patch_body);
-            let operation = if patch_type == PatchType::Apply { "Apply" } else { "Update" };
-            if patch_type == PatchType::Apply && ctx.query.get("fieldManager").is_none_or(str::is_empty) {
-                return Err(ApiError::bad_request("PATCH /apply requires a non-empty fieldManager query parameter"));
+            let operation = if patch_type == PatchType::Apply {
+                "Apply"
+            } else {
+                "Update"
+            };
+            if patch_type == PatchType::Apply
+                && ctx.query.get("fieldManager").is_none_or(str::is_empty)
+            {
+                return Err(ApiError::bad_request(
+                    "PATCH /apply requires a non-empty fieldManager query parameter",
+                ));
             }
             match sub {
                 Some(Subresource::Binding) => Err(ApiError::method_not_allowed()),
                 Some(Subresource::Scale) => {
                     let change = |current: Value| {
                         let mut scale = current;
-                        store::apply_patch(&mut scale, patch_type, &patch_body).map_err(ApiError::bad_request)?;
+                        store::apply_patch(&mut scale, patch_type, &patch_body)
+                            .map_err(ApiError::bad_request)?;
                         Ok(scale)
                     };
-                    Ok((200, store.update_scale(&rt, &namespace, &name, change, &writer(ctx, operation))?))
+                    Ok((
+                        200,
+                        store.update_scale(
+                            &rt,
+                            &namespace,
+                            &name,
+                            change,
+                            &writer(ctx, operation),
+                        )?,
+                    ))
                 }
                 _ => {
                     // Only an apply can create; knowing whether it did needs a lookup, other patches skip it.
-                    let existed = patch_type != PatchType::Apply || store.get(&rt, &namespace, &name).is_ok();
-                    let out = store.patch(&rt, &namespace, &name, patch_type, &patch_body, sub, &writer(ctx, operation))?;
+                    let existed =
+                        patch_type != PatchType::Apply || store.get(&rt, &namespace, &name).is_ok();
+                    let out = store.patch(
+                        &rt,
+                        &namespace,
+                        &name,
+                        patch_type,
+                        &patch_body,
+                        sub,
+                        &writer(ctx, operation),
+                    )?;
                     Ok((if existed { 200 } else { 201 }, out))
                 }
             }
@@ -638,22 +868,27 @@ fn serve_resource(state: &ServerState, rp: &ResourcePath, ctx: &RequestContext<'
                 return Err(ApiError::method_not_allowed());
             }
             let opts = delete_options(ctx.query, body)?;
-            if !body.is_empty() {
-                if let Ok(mut b) = serde_json::from_slice::<Value>(body) {
-                    if let Some(m) = b.as_object_mut() {
-                        m.entry("kind").or_insert(json!("DeleteOptions"));
-                        m.entry("apiVersion").or_insert(json!("meta.k8s.io/v1"));
-                    }
-                    audit.set_request_object(&b);
+            if !body.is_empty()
+                && let Ok(mut b) = serde_json::from_slice::<Value>(body)
+            {
+                if let Some(m) = b.as_object_mut() {
+                    m.entry("kind").or_insert(json!("DeleteOptions"));
+                    m.entry("apiVersion").or_insert(json!("meta.k8s.io/v1"));
                 }
+                audit.set_request_object(&b);
             }
             match store.delete(&rt, &namespace, &name, &opts, &writer(ctx, "Update"))? {
                 DeleteOutcome::Pending(obj) => Ok((200, obj)),
-                DeleteOutcome::Deleted(obj) if rt.plural == "pods" || rt.plural == "namespaces" => Ok((200, obj)),
+                DeleteOutcome::Deleted(obj) if rt.plural == "pods" || rt.plural == "namespaces" => {
+                    Ok((200, obj))
+                }
                 DeleteOutcome::Deleted(obj) => {
                     let uid = obj.pointer("/metadata/uid").cloned().unwrap_or(json!(""));
-                    Ok((200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                        "details": {"name": name, "group": rt.group, "kind": rt.plural, "uid": uid}})))
+                    Ok((
+                        200,
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                        "details": {"name": name, "group": rt.group, "kind": rt.plural, "uid": uid}}),
+                    ))
                 }
             }
         }
@@ -662,32 +897,48 @@ fn serve_resource(state: &ServerState, rp: &ResourcePath, ctx: &RequestContext<'
             let list = store.list(&rt, rp.namespace.as_deref(), &list_options(&rt, ctx.query)?)?;
             let mut deleted = Vec::new();
             for item in &list.items {
-                let ns = item.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
-                let n = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let ns = item
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let n = item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 match store.delete(&rt, &ns, &n, &opts, &writer(ctx, "Update")) {
                     Ok(DeleteOutcome::Deleted(o) | DeleteOutcome::Pending(o)) => deleted.push(o),
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
                 }
             }
-            Ok((200, json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": store.current_resource_version().to_string()}, "items": deleted})))
+            Ok((
+                200,
+                json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": store.current_resource_version().to_string()}, "items": deleted}),
+            ))
         }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
 
 fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
-    let mut opts = DeleteOptions {
-        propagation_policy: query.get("propagationPolicy").map(str::to_string),
-        grace_period_seconds: match query.get("gracePeriodSeconds") {
-            Some(g) => Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?),
-            None => None,
-        },
-        orphan_dependents: query.get("orphanDependents").map(|v| v == "true"),
-        ..Default::default()
-    };
+    let mut opts =
+        DeleteOptions {
+            propagation_policy: query.get("propagationPolicy").map(str::to_string),
+            grace_period_seconds: match query.get("gracePeriodSeconds") {
+                Some(g) => Some(g.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}"))
+                })?),
+                None => None,
+            },
+            orphan_dependents: query.get("orphanDependents").map(|v| v == "true"),
+            ..Default::default()
+        };
     if !body.is_empty() {
-        let parsed: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?;
+        let parsed: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?;
         opts.merge_body(&parsed);
     }
     Ok(opts)
@@ -704,7 +955,9 @@ struct WatchFilter {
 impl WatchFilter {
     fn in_namespace(&self, obj: &Value) -> bool {
         match &self.namespace {
-            Some(ns) if self.rt.namespaced => obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns.as_str()),
+            Some(ns) if self.rt.namespaced => {
+                obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns.as_str())
+            }
             _ => true,
         }
     }
@@ -753,12 +1006,19 @@ impl WatchFilter {
         if initial_events_end {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        store::watch_line(WatchEventType::Bookmark, &json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": metadata}))
+        store::watch_line(
+            WatchEventType::Bookmark,
+            &json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": metadata}),
+        )
     }
 }
 
 fn watch_response(audit_id: &str, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx)) });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
@@ -768,7 +1028,12 @@ fn watch_response(audit_id: &str, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
-async fn serve_watch(state: Arc<ServerState>, rp: ResourcePath, query: &Query, mut audit: AuditRecord) -> Response<Body> {
+async fn serve_watch(
+    state: Arc<ServerState>,
+    rp: ResourcePath,
+    query: &Query,
+    mut audit: AuditRecord,
+) -> Response<Body> {
     let audit_id = audit.audit_id().to_string();
     let setup = (|| {
         let rt = resolve(&state, &rp)?;
@@ -779,19 +1044,40 @@ async fn serve_watch(state: Arc<ServerState>, rp: ResourcePath, query: &Query, m
         let mut fields = opts.field_selector;
         // `/watch/namespaces/ns/pods/name` watches one object.
         if let Some(name) = &rp.name {
-            fields.requirements.push(super::selector::FieldRequirement { field: "metadata.name".into(), value: name.clone(), negated: false });
+            fields.requirements.push(super::selector::FieldRequirement {
+                field: "metadata.name".into(),
+                value: name.clone(),
+                negated: false,
+            });
         }
         let start = match query.get("resourceVersion") {
             None | Some("") | Some("0") => WatchStart::Current,
             Some(rv) => WatchStart::After(parse_resource_version(rv)?),
         };
         let send_initial = query.flag("sendInitialEvents");
-        let start = if send_initial { WatchStart::Current } else { start };
+        let start = if send_initial {
+            WatchStart::Current
+        } else {
+            start
+        };
         let timeout = match query.get("timeoutSeconds") {
-            Some(t) => Duration::from_secs(t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?),
+            Some(t) => Duration::from_secs(
+                t.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
+            ),
             None => DEFAULT_WATCH_TIMEOUT,
         };
-        Ok((WatchFilter { rt, namespace: rp.namespace.clone(), labels: opts.label_selector, fields }, start, send_initial, timeout))
+        Ok((
+            WatchFilter {
+                rt,
+                namespace: rp.namespace.clone(),
+                labels: opts.label_selector,
+                fields,
+            },
+            start,
+            send_initial,
+            timeout,
+        ))
     })();
     let (filter, start, send_initial, timeout) = match setup {
         Ok(s) => s,
@@ -815,7 +1101,16 @@ async fn serve_watch(state: Arc<ServerState>, rp: ResourcePath, query: &Query, m
         if let Some(ev) = audit.event(Stage::ResponseStarted, task_state.clock.now()) {
             let _ = task_state.auditor.emit(ev).await;
         }
-        run_watch(&task_state, filter, subscription, send_initial && bookmarks, bookmarks, timeout, tx).await;
+        run_watch(
+            &task_state,
+            filter,
+            subscription,
+            send_initial && bookmarks,
+            bookmarks,
+            timeout,
+            tx,
+        )
+        .await;
         if let Some(ev) = audit.event(Stage::ResponseComplete, task_state.clock.now()) {
             let _ = task_state.auditor.emit(ev).await;
         }
@@ -854,11 +1149,17 @@ async fn run_watch(
     if initial_events_end {
         chunk.extend_from_slice(&filter.bookmark(last_seen, true));
     }
-    if !chunk.is_empty() && tx.send(Bytes::from(std::mem::take(&mut chunk))).await.is_err() {
+    if !chunk.is_empty()
+        && tx
+            .send(Bytes::from(std::mem::take(&mut chunk)))
+            .await
+            .is_err()
+    {
         return;
     }
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut bookmark_tick = tokio::time::interval(state.bookmark_interval.max(Duration::from_millis(10)));
+    let mut bookmark_tick =
+        tokio::time::interval(state.bookmark_interval.max(Duration::from_millis(10)));
     bookmark_tick.tick().await;
     let mut shutdown = state.shutdown.clone();
     loop {
@@ -920,29 +1221,70 @@ mod tests {
 
     #[test]
     fn routes_cover_discovery_and_resource_paths() {
-        assert_eq!(route("/api/v1"), Route::ResourceList { group: "".into(), version: "v1".into() });
+        assert_eq!(
+            route("/api/v1"),
+            Route::ResourceList {
+                group: "".into(),
+                version: "v1".into()
+            }
+        );
         assert_eq!(route("/apis/apps"), Route::Group("apps".into()));
-        let Route::Resource(rp) = route("/apis/apps/v1/namespaces/default/deployments/demo/scale") else { panic!() };
-        assert_eq!((rp.namespace.as_deref(), rp.name.as_deref(), rp.subresource.as_deref()), (Some("default"), Some("demo"), Some("scale")));
-        let Route::Resource(rp) = route("/api/v1/namespaces/team") else { panic!() };
-        assert_eq!((rp.resource.as_str(), rp.name.as_deref()), ("namespaces", Some("team")));
-        let Route::Resource(rp) = route("/api/v1/namespaces/team/status") else { panic!() };
-        assert_eq!((rp.resource.as_str(), rp.subresource.as_deref()), ("namespaces", Some("status")));
-        let Route::Resource(rp) = route("/api/v1/namespaces/team/pods") else { panic!() };
-        assert_eq!((rp.resource.as_str(), rp.namespace.as_deref()), ("pods", Some("team")));
-        let Route::Resource(rp) = route("/api/v1/watch/namespaces/team/pods") else { panic!() };
+        let Route::Resource(rp) = route("/apis/apps/v1/namespaces/default/deployments/demo/scale")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                rp.namespace.as_deref(),
+                rp.name.as_deref(),
+                rp.subresource.as_deref()
+            ),
+            (Some("default"), Some("demo"), Some("scale"))
+        );
+        let Route::Resource(rp) = route("/api/v1/namespaces/team") else {
+            panic!()
+        };
+        assert_eq!(
+            (rp.resource.as_str(), rp.name.as_deref()),
+            ("namespaces", Some("team"))
+        );
+        let Route::Resource(rp) = route("/api/v1/namespaces/team/status") else {
+            panic!()
+        };
+        assert_eq!(
+            (rp.resource.as_str(), rp.subresource.as_deref()),
+            ("namespaces", Some("status"))
+        );
+        let Route::Resource(rp) = route("/api/v1/namespaces/team/pods") else {
+            panic!()
+        };
+        assert_eq!(
+            (rp.resource.as_str(), rp.namespace.as_deref()),
+            ("pods", Some("team"))
+        );
+        let Route::Resource(rp) = route("/api/v1/watch/namespaces/team/pods") else {
+            panic!()
+        };
         assert!(rp.legacy_watch);
-        assert_eq!(route("/apis/apps/v1/namespaces/a/deployments/b/c/d"), Route::NotFound);
+        assert_eq!(
+            route("/apis/apps/v1/namespaces/a/deployments/b/c/d"),
+            Route::NotFound
+        );
     }
 
     #[test]
     fn verbs_follow_method_and_shape() {
         let q = Query::parse(Some("watch=true&labelSelector=app%3Ddemo%2Ctier+in+(a)"));
         assert_eq!(q.get("labelSelector"), Some("app=demo,tier in (a)"));
-        let Route::Resource(list) = route("/api/v1/pods") else { panic!() };
+        let Route::Resource(list) = route("/api/v1/pods") else {
+            panic!()
+        };
         assert_eq!(verb(&Method::GET, &list, &q), "watch");
         assert_eq!(verb(&Method::GET, &list, &Query::default()), "list");
-        assert_eq!(verb(&Method::DELETE, &list, &Query::default()), "deletecollection");
+        assert_eq!(
+            verb(&Method::DELETE, &list, &Query::default()),
+            "deletecollection"
+        );
     }
 
     #[test]

@@ -26,7 +26,11 @@ pub fn manager_name(field_manager: Option<&str>, user_agent: &str) -> String {
         return m.to_string();
     }
     let program = user_agent.split('/').next().unwrap_or_default().trim();
-    if program.is_empty() { "unknown".to_string() } else { program.to_string() }
+    if program.is_empty() {
+        "unknown".to_string()
+    } else {
+        program.to_string()
+    }
 }
 
 fn list_element_key(field: &str, element: &Value) -> Option<String> {
@@ -73,7 +77,10 @@ fn fields_of(field: &str, value: &Value) -> Value {
                 }
                 return Value::Object(out);
             }
-            let keyed: Option<Vec<(String, &Value)>> = items.iter().map(|e| list_element_key(field, e).map(|k| (k, e))).collect();
+            let keyed: Option<Vec<(String, &Value)>> = items
+                .iter()
+                .map(|e| list_element_key(field, e).map(|k| (k, e)))
+                .collect();
             match keyed {
                 Some(elements) if !elements.is_empty() => {
                     let mut out = Map::new();
@@ -96,7 +103,9 @@ fn fields_of(field: &str, value: &Value) -> Value {
 
 /// The fields of `new` that are added or changed relative to `old`, as a FieldsV1 tree.
 fn changed(field: &str, old: Option<&Value>, new: &Value) -> Option<Value> {
-    let Some(old) = old else { return Some(fields_of(field, new)) };
+    let Some(old) = old else {
+        return Some(fields_of(field, new));
+    };
     if old == new {
         return None;
     }
@@ -108,11 +117,21 @@ fn changed(field: &str, old: Option<&Value>, new: &Value) -> Option<Value> {
                     out.insert(format!("f:{k}"), c);
                 }
             }
-            if out.is_empty() { None } else { Some(Value::Object(out)) }
+            if out.is_empty() {
+                None
+            } else {
+                Some(Value::Object(out))
+            }
         }
         (Value::Array(o), Value::Array(n)) if field != "finalizers" => {
-            let old_keys: Option<Vec<(String, &Value)>> = o.iter().map(|e| list_element_key(field, e).map(|k| (k, e))).collect();
-            let new_keys: Option<Vec<(String, &Value)>> = n.iter().map(|e| list_element_key(field, e).map(|k| (k, e))).collect();
+            let old_keys: Option<Vec<(String, &Value)>> = o
+                .iter()
+                .map(|e| list_element_key(field, e).map(|k| (k, e)))
+                .collect();
+            let new_keys: Option<Vec<(String, &Value)>> = n
+                .iter()
+                .map(|e| list_element_key(field, e).map(|k| (k, e)))
+                .collect();
             match (old_keys, new_keys) {
                 (Some(ok), Some(nk)) if !nk.is_empty() => {
                     let mut out = Map::new();
@@ -125,7 +144,11 @@ fn changed(field: &str, old: Option<&Value>, new: &Value) -> Option<Value> {
                             out.insert(k, Value::Object(c));
                         }
                     }
-                    if out.is_empty() { None } else { Some(Value::Object(out)) }
+                    if out.is_empty() {
+                        None
+                    } else {
+                        Some(Value::Object(out))
+                    }
                 }
                 _ => Some(leaf()),
             }
@@ -194,20 +217,28 @@ pub struct FieldWrite<'a> {
 
 /// The managedFields of `new` after `write` changed it from `old` (None on create): the
 /// changed fields join the writer's entry and leave every other manager's.
-pub fn update_managed_fields(old: Option<&Value>, new: &Value, write: &FieldWrite<'_>) -> Vec<Value> {
+pub fn update_managed_fields(
+    old: Option<&Value>,
+    new: &Value,
+    write: &FieldWrite<'_>,
+) -> Vec<Value> {
     let mut entries: Vec<Value> = old
         .and_then(|o| o.pointer("/metadata/managedFields"))
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     let old_stripped = old.map(strip_untracked);
-    let Some(Value::Object(changes)) = changed("", old_stripped.as_ref(), &strip_untracked(new)) else {
+    let Some(Value::Object(changes)) = changed("", old_stripped.as_ref(), &strip_untracked(new))
+    else {
         return entries;
     };
     let same_entry = |e: &Value| {
         e.get("manager").and_then(Value::as_str) == Some(write.manager)
             && e.get("operation").and_then(Value::as_str) == Some(write.operation)
-            && e.get("subresource").and_then(Value::as_str).unwrap_or_default() == write.subresource
+            && e.get("subresource")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                == write.subresource
     };
     entries.retain_mut(|e| {
         if same_entry(e) {
@@ -247,13 +278,28 @@ mod tests {
     use super::*;
 
     fn write<'a>(manager: &'a str, subresource: &'a str) -> FieldWrite<'a> {
-        FieldWrite { manager, operation: "Update", api_version: "apps/v1", time: "2024-01-01T00:00:00Z", subresource }
+        FieldWrite {
+            manager,
+            operation: "Update",
+            api_version: "apps/v1",
+            time: "2024-01-01T00:00:00Z",
+            subresource,
+        }
     }
 
     #[test]
     fn manager_comes_from_field_manager_or_user_agent() {
-        assert_eq!(manager_name(Some("kubectl-create"), "kubectl/v1.32"), "kubectl-create");
-        assert_eq!(manager_name(None, "kube-controller-manager/v1.31.0 (linux/amd64) kubernetes/abc/system:serviceaccount:kube-system:deployment-controller"), "kube-controller-manager");
+        assert_eq!(
+            manager_name(Some("kubectl-create"), "kubectl/v1.32"),
+            "kubectl-create"
+        );
+        assert_eq!(
+            manager_name(
+                None,
+                "kube-controller-manager/v1.31.0 (linux/amd64) kubernetes/abc/system:serviceaccount:kube-system:deployment-controller"
+            ),
+            "kube-controller-manager"
+        );
     }
 
     #[test]
@@ -267,12 +313,16 @@ mod tests {
         assert!(f["f:metadata"]["f:labels"]["f:app"].is_object());
         assert!(f["f:metadata"].get("f:uid").is_none());
         assert!(f["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"alpine\"}"]["f:image"].is_object());
-        assert!(f["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"alpine\"}"]["."].is_object());
+        assert!(
+            f["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"alpine\"}"]["."]
+                .is_object()
+        );
     }
 
     #[test]
     fn changed_fields_move_between_managers() {
-        let old_obj = json!({"metadata": {"name": "demo"}, "spec": {"replicas": 2, "paused": false}});
+        let old_obj =
+            json!({"metadata": {"name": "demo"}, "spec": {"replicas": 2, "paused": false}});
         let mf = update_managed_fields(None, &old_obj, &write("kubectl-create", ""));
         let mut old = old_obj.clone();
         old["metadata"]["managedFields"] = json!(mf);
@@ -292,7 +342,10 @@ mod tests {
         let new = json!({"metadata": {"name": "p"}, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
         let mf = update_managed_fields(Some(&old), &new, &write("kubelet", "status"));
         assert_eq!(mf[0]["subresource"], "status");
-        assert!(mf[0]["fieldsV1"]["f:status"]["f:conditions"]["k:{\"type\":\"Ready\"}"]["f:status"].is_object());
+        assert!(
+            mf[0]["fieldsV1"]["f:status"]["f:conditions"]["k:{\"type\":\"Ready\"}"]["f:status"]
+                .is_object()
+        );
         assert!(update_managed_fields(Some(&old), &old, &write("kubelet", "status")).is_empty());
     }
 }

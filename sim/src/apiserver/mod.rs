@@ -48,13 +48,19 @@ use crate::clock::Clock;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Audit(#[from] AuditError),
     #[error("cannot write kubeconfig {path}: {source}")]
-    Kubeconfig { path: String, source: std::io::Error },
+    Kubeconfig {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The user the default kubeconfig authenticates as.
@@ -118,7 +124,10 @@ pub struct RunningApiServer {
 fn admin_user() -> UserInfo {
     UserInfo {
         username: ADMIN_USER.to_string(),
-        groups: vec!["system:masters".to_string(), "system:authenticated".to_string()],
+        groups: vec![
+            "system:masters".to_string(),
+            "system:authenticated".to_string(),
+        ],
         ..Default::default()
     }
 }
@@ -137,9 +146,24 @@ impl ApiServer {
         let mut users: HashMap<String, UserInfo> = config.users.iter().cloned().collect();
         users.insert(admin_token.clone(), admin_user());
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        let store = Arc::new(Store::new(config.clock.clone(), config.watch_history, config.graceful_pod_deletion));
-        let https_listener = TcpListener::bind(config.listen).await.map_err(|source| Error::Listen { addr: config.listen, source })?;
-        let https_addr = https_listener.local_addr().map_err(|source| Error::Listen { addr: config.listen, source })?;
+        let store = Arc::new(Store::new(
+            config.clock.clone(),
+            config.watch_history,
+            config.graceful_pod_deletion,
+        ));
+        let https_listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| Error::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let https_addr = https_listener
+            .local_addr()
+            .map_err(|source| Error::Listen {
+                addr: config.listen,
+                source,
+            })?;
         let state = Arc::new(http::ServerState {
             store,
             auditor,
@@ -150,19 +174,41 @@ impl ApiServer {
             server_address: RwLock::new(https_addr.to_string()),
             shutdown: shutdown_rx,
         });
-        let mut tasks = vec![tokio::spawn(accept_loop(https_listener, Some(TlsAcceptor::from(pki.server_config.clone())), state.clone()))];
+        let mut tasks = vec![tokio::spawn(accept_loop(
+            https_listener,
+            Some(TlsAcceptor::from(pki.server_config.clone())),
+            state.clone(),
+        ))];
         let mut http_addr = None;
         if let Some(addr) = config.http_listen {
-            let listener = TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })?;
-            http_addr = Some(listener.local_addr().map_err(|source| Error::Listen { addr, source })?);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Listen { addr, source })?;
+            http_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|source| Error::Listen { addr, source })?,
+            );
             tasks.push(tokio::spawn(accept_loop(listener, None, state.clone())));
         }
         tracing::info!(https = %https_addr, http = ?http_addr, "simulated API server listening");
-        Ok(RunningApiServer { state, https_addr, http_addr, ca_pem: pki.ca_pem, admin_token, shutdown: shutdown_tx, tasks: Mutex::new(tasks) })
+        Ok(RunningApiServer {
+            state,
+            https_addr,
+            http_addr,
+            ca_pem: pki.ca_pem,
+            admin_token,
+            shutdown: shutdown_tx,
+            tasks: Mutex::new(tasks),
+        })
     }
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc<http::ServerState>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<http::ServerState>,
+) {
     let mut shutdown = state.shutdown.clone();
     loop {
         let (stream, remote) = tokio::select! {
@@ -182,7 +228,9 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc
         tokio::spawn(async move {
             let mut shutdown = state.shutdown.clone();
             let service_state = state.clone();
-            let service = hyper::service::service_fn(move |req| http::handle(service_state.clone(), req, remote));
+            let service = hyper::service::service_fn(move |req| {
+                http::handle(service_state.clone(), req, remote)
+            });
             let builder = auto::Builder::new(TokioExecutor::new());
             let served = match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
@@ -231,7 +279,12 @@ impl RunningApiServer {
 
     /// The kubeconfig (HTTPS server, embedded CA, admin token) as YAML.
     pub fn kubeconfig(&self) -> String {
-        tls::kubeconfig(&self.https_url(), &self.ca_pem, ADMIN_USER, &self.admin_token)
+        tls::kubeconfig(
+            &self.https_url(),
+            &self.ca_pem,
+            ADMIN_USER,
+            &self.admin_token,
+        )
     }
 
     /// A kubeconfig for another user's token (added with `add_user`).
@@ -240,12 +293,19 @@ impl RunningApiServer {
     }
 
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), Error> {
-        std::fs::write(path, self.kubeconfig()).map_err(|source| Error::Kubeconfig { path: path.display().to_string(), source })
+        std::fs::write(path, self.kubeconfig()).map_err(|source| Error::Kubeconfig {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Lets `token` authenticate as `user` from now on.
     pub fn add_user(&self, token: &str, user: UserInfo) {
-        self.state.users.write().unwrap_or_else(|p| p.into_inner()).insert(token.to_string(), user);
+        self.state
+            .users
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.to_string(), user);
     }
 
     /// Expires every resourceVersion handed out so far for watches (they get 410 Gone).
@@ -266,7 +326,8 @@ impl RunningApiServer {
     /// Idempotent.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             let _ = t.await;
         }

@@ -11,17 +11,28 @@ use super::resources::Registry;
 
 /// Hash in `serverRelativeURL`s; clients only use it as a cache key.
 fn etag(registry: &Registry, group: &str, version: &str) -> String {
-    let names: Vec<&str> = registry.types().iter().filter(|t| t.group == group && t.version == version).map(|t| t.plural.as_str()).collect();
+    let names: Vec<&str> = registry
+        .types()
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+        .map(|t| t.plural.as_str())
+        .collect();
     format!("{:016X}", xx_like_hash(&names.join(",")))
 }
 
 fn xx_like_hash(s: &str) -> u64 {
     // FNV-1a: stable across runs, no dependency needed for a cache key.
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `/openapi/v3`: the index of per-group/version documents.
@@ -36,8 +47,16 @@ pub fn v3_root(registry: &Registry) -> Value {
     json!({"paths": paths})
 }
 
-fn operation(verb: &str, kind: &str, group: &str, version: &str, with_field_validation: bool) -> Value {
-    let mut params = vec![json!({"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}})];
+fn operation(
+    verb: &str,
+    kind: &str,
+    group: &str,
+    version: &str,
+    with_field_validation: bool,
+) -> Value {
+    let mut params = vec![
+        json!({"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}}),
+    ];
     if with_field_validation {
         params.push(json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}}));
         params.push(json!({"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}}));
@@ -58,8 +77,16 @@ pub fn v3_group_version(registry: &Registry, group: &str, version: &str) -> Opti
     }
     let prefix = format!("/{}", gv_path(group, version));
     let mut paths = Map::new();
-    for t in registry.types().iter().filter(|t| t.group == group && t.version == version) {
-        let collection = if t.namespaced { format!("{prefix}/namespaces/{{namespace}}/{}", t.plural) } else { format!("{prefix}/{}", t.plural) };
+    for t in registry
+        .types()
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+    {
+        let collection = if t.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", t.plural)
+        } else {
+            format!("{prefix}/{}", t.plural)
+        };
         paths.insert(
             collection.clone(),
             json!({"get": operation("list", &t.kind, group, version, false), "post": operation("post", &t.kind, group, version, true)}),
@@ -101,12 +128,21 @@ mod tests {
     fn v3_documents_declare_field_validation_on_writes() {
         let r = Registry::builtin();
         let root = v3_root(&r);
-        let url = root["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap();
+        let url = root["paths"]["apis/apps/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap();
         assert!(url.starts_with("/openapi/v3/apis/apps/v1?hash="));
         assert!(root["paths"]["api/v1"].is_object());
         let doc = v3_group_version(&r, "apps", "v1").unwrap();
-        let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        let patch =
+            &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
         assert!(v3_group_version(&r, "apps", "v9").is_none());
     }
 }

@@ -21,7 +21,9 @@ impl PatchType {
             "application/merge-patch+json" => Some(PatchType::Merge),
             "application/json-patch+json" => Some(PatchType::Json),
             "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+json" => Some(PatchType::Apply),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => {
+                Some(PatchType::Apply)
+            }
             _ => None,
         }
     }
@@ -57,18 +59,30 @@ fn split_pointer(path: &str) -> Result<Vec<String>, String> {
     if path.is_empty() {
         return Ok(Vec::new());
     }
-    let rest = path.strip_prefix('/').ok_or_else(|| format!("invalid JSON pointer {path:?}: must start with '/'"))?;
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| format!("invalid JSON pointer {path:?}: must start with '/'"))?;
     Ok(rest.split('/').map(unescape).collect())
 }
 
-fn parent_mut<'a>(doc: &'a mut Value, tokens: &[String], path: &str) -> Result<&'a mut Value, String> {
+fn parent_mut<'a>(
+    doc: &'a mut Value,
+    tokens: &[String],
+    path: &str,
+) -> Result<&'a mut Value, String> {
     let mut cur = doc;
     for t in tokens {
         cur = match cur {
-            Value::Object(m) => m.get_mut(t).ok_or_else(|| format!("doc is missing path: {path:?}"))?,
+            Value::Object(m) => m
+                .get_mut(t)
+                .ok_or_else(|| format!("doc is missing path: {path:?}"))?,
             Value::Array(a) => {
-                let i: usize = t.parse().map_err(|_| format!("invalid array index {t:?} in {path:?}"))?;
-                a.get_mut(i).ok_or_else(|| format!("doc is missing path: {path:?}: index {i} out of range"))?
+                let i: usize = t
+                    .parse()
+                    .map_err(|_| format!("invalid array index {t:?} in {path:?}"))?;
+                a.get_mut(i).ok_or_else(|| {
+                    format!("doc is missing path: {path:?}: index {i} out of range")
+                })?
             }
             _ => return Err(format!("doc is missing path: {path:?}")),
         };
@@ -77,16 +91,24 @@ fn parent_mut<'a>(doc: &'a mut Value, tokens: &[String], path: &str) -> Result<&
 }
 
 fn pointer_get(doc: &Value, path: &str) -> Result<Value, String> {
-    doc.pointer(path).cloned().ok_or_else(|| format!("doc is missing path: {path:?}"))
+    doc.pointer(path)
+        .cloned()
+        .ok_or_else(|| format!("doc is missing path: {path:?}"))
 }
 
 fn pointer_remove(doc: &mut Value, path: &str) -> Result<Value, String> {
     let tokens = split_pointer(path)?;
-    let (last, parents) = tokens.split_last().ok_or("cannot remove the whole document")?;
+    let (last, parents) = tokens
+        .split_last()
+        .ok_or("cannot remove the whole document")?;
     match parent_mut(doc, parents, path)? {
-        Value::Object(m) => m.remove(last).ok_or_else(|| format!("unable to remove nonexistent key: {last}: missing value")),
+        Value::Object(m) => m
+            .remove(last)
+            .ok_or_else(|| format!("unable to remove nonexistent key: {last}: missing value")),
         Value::Array(a) => {
-            let i: usize = last.parse().map_err(|_| format!("invalid array index {last:?}"))?;
+            let i: usize = last
+                .parse()
+                .map_err(|_| format!("invalid array index {last:?}"))?;
             if i >= a.len() {
                 return Err(format!("unable to remove index {i}: out of range"));
             }
@@ -112,7 +134,9 @@ fn pointer_add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> 
                 a.push(value);
                 return Ok(());
             }
-            let i: usize = last.parse().map_err(|_| format!("invalid array index {last:?}"))?;
+            let i: usize = last
+                .parse()
+                .map_err(|_| format!("invalid array index {last:?}"))?;
             if i > a.len() {
                 return Err(format!("unable to insert at index {i}: out of range"));
             }
@@ -125,13 +149,29 @@ fn pointer_add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> 
 
 /// RFC 6902 JSON patch. Errors read like the apiserver's (`doc is missing path: ...`).
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
-    let ops = patch.as_array().ok_or("json patch must be an array of operations")?;
+    let ops = patch
+        .as_array()
+        .ok_or("json patch must be an array of operations")?;
     let mut doc = target.clone();
     for op in ops {
-        let name = op.get("op").and_then(Value::as_str).ok_or("json patch operation is missing \"op\"")?;
-        let path = op.get("path").and_then(Value::as_str).ok_or("json patch operation is missing \"path\"")?;
-        let value = || op.get("value").cloned().ok_or_else(|| format!("json patch {name} operation is missing \"value\""));
-        let from = || op.get("from").and_then(Value::as_str).ok_or_else(|| format!("json patch {name} operation is missing \"from\""));
+        let name = op
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or("json patch operation is missing \"op\"")?;
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or("json patch operation is missing \"path\"")?;
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| format!("json patch {name} operation is missing \"value\""))
+        };
+        let from = || {
+            op.get("from")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("json patch {name} operation is missing \"from\""))
+        };
         match name {
             "add" => pointer_add(&mut doc, path, value()?)?,
             "remove" => {
@@ -165,7 +205,14 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
 /// what the elements carry: container ports merge on `containerPort`, service ports on `port`).
 fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" => Some("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "schedulingGates" => Some("name"),
         "volumeMounts" | "volumeDevices" => Some("mountPath"),
         "conditions" => Some("type"),
         "ownerReferences" => Some("uid"),
@@ -216,7 +263,9 @@ fn strategic_merge_object(target: &mut Value, patch: &Value) -> Result<(), Strin
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let Value::Object(t) = target else { return Ok(()) };
+    let Value::Object(t) = target else {
+        return Ok(());
+    };
     if let Some(retain) = p.get("$retainKeys").and_then(Value::as_array) {
         let keep: Vec<&str> = retain.iter().filter_map(Value::as_str).collect();
         t.retain(|k, _| keep.contains(&k.as_str()));
@@ -237,7 +286,11 @@ fn strategic_merge_object(target: &mut Value, patch: &Value) -> Result<(), Strin
         }
         match v {
             Value::Array(items) => {
-                let current = t.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+                let current = t
+                    .get(k)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 let merged = strategic_merge_list(k, current, items)?;
                 t.insert(k.clone(), Value::Array(merged));
             }
@@ -256,10 +309,21 @@ fn strategic_merge_object(target: &mut Value, patch: &Value) -> Result<(), Strin
     Ok(())
 }
 
-fn strategic_merge_list(field: &str, mut current: Vec<Value>, patch: &[Value]) -> Result<Vec<Value>, String> {
+fn strategic_merge_list(
+    field: &str,
+    mut current: Vec<Value>,
+    patch: &[Value],
+) -> Result<Vec<Value>, String> {
     // A `{"$patch": "replace"}` element replaces the whole list with the other elements.
-    if patch.iter().any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace")) {
-        return Ok(patch.iter().filter(|e| e.get("$patch").is_none()).cloned().collect());
+    if patch
+        .iter()
+        .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        return Ok(patch
+            .iter()
+            .filter(|e| e.get("$patch").is_none())
+            .cloned()
+            .collect());
     }
     if is_primitive_merge_list(field) {
         for e in patch {
@@ -275,7 +339,9 @@ fn strategic_merge_list(field: &str, mut current: Vec<Value>, patch: &[Value]) -
     };
     for element in patch {
         let Some(id) = element.get(key) else {
-            return Err(format!("map: {element} does not contain declared merge key: {key}"));
+            return Err(format!(
+                "map: {element} does not contain declared merge key: {key}"
+            ));
         };
         let position = current.iter().position(|c| c.get(key) == Some(id));
         let is_delete = element.get("$patch").and_then(Value::as_str) == Some("delete");
@@ -322,7 +388,10 @@ mod tests {
                     {"op": "test", "path": "/spec/copy", "value": 3}]),
         )
         .unwrap();
-        assert_eq!(t, json!({"spec": {"replicas": 3, "list": [2, 9], "copy": 3}}));
+        assert_eq!(
+            t,
+            json!({"spec": {"replicas": 3, "list": [2, 9], "copy": 3}})
+        );
         let before = t.clone();
         let err = json_patch(&mut t, &json!([{"op": "replace", "path": "/spec/replicas", "value": 5}, {"op": "remove", "path": "/nope"}])).unwrap_err();
         assert!(err.contains("nope"), "{err}");
@@ -354,10 +423,17 @@ mod tests {
                     "finalizers": ["b"], "args": ["y"]}),
         )
         .unwrap();
-        assert_eq!(t["env"], json!([{"name": "B", "value": "2"}, {"name": "C", "value": "3"}]));
+        assert_eq!(
+            t["env"],
+            json!([{"name": "B", "value": "2"}, {"name": "C", "value": "3"}])
+        );
         assert_eq!(t["strategy"], json!({"type": "Recreate"}));
         assert_eq!(t["finalizers"], json!(["a", "b"]));
-        assert_eq!(t["args"], json!(["y"]), "lists without a merge key are replaced");
+        assert_eq!(
+            t["args"],
+            json!(["y"]),
+            "lists without a merge key are replaced"
+        );
         let err = strategic_merge_patch(&mut t, &json!({"env": [{"value": "x"}]})).unwrap_err();
         assert!(err.contains("merge key: name"), "{err}");
     }
@@ -365,8 +441,15 @@ mod tests {
     #[test]
     fn service_ports_merge_on_port() {
         let mut t = json!({"ports": [{"port": 80, "name": "http"}, {"port": 443}]});
-        strategic_merge_patch(&mut t, &json!({"ports": [{"port": 80, "targetPort": 8080}]})).unwrap();
-        assert_eq!(t["ports"][0], json!({"port": 80, "name": "http", "targetPort": 8080}));
+        strategic_merge_patch(
+            &mut t,
+            &json!({"ports": [{"port": 80, "targetPort": 8080}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            t["ports"][0],
+            json!({"port": 80, "name": "http", "targetPort": 8080})
+        );
         assert_eq!(t["ports"].as_array().unwrap().len(), 2);
     }
 }

@@ -74,7 +74,11 @@ pub struct ResourceType {
 impl ResourceType {
     /// `apps/v1`, or `v1` for the core group.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     pub fn has_subresource(&self, sub: Subresource) -> bool {
@@ -86,7 +90,16 @@ impl ResourceType {
     }
 
     fn verbs() -> Value {
-        json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])
+        json!([
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch"
+        ])
     }
 }
 
@@ -112,7 +125,10 @@ fn builtin(
         categories: Vec::new(),
         subresources: subresources.to_vec(),
         has_generation,
-        store: StoreKey { group: group.to_string(), resource: plural.to_string() },
+        store: StoreKey {
+            group: group.to_string(),
+            resource: plural.to_string(),
+        },
         view: View::Native,
         scale_spec_path: None,
         scale_status_path: None,
@@ -136,22 +152,130 @@ impl Registry {
     pub fn builtin() -> Registry {
         use Subresource::*;
         let mut types = vec![
-            builtin("", "v1", "namespaces", "Namespace", false, &["ns"], &[Status], false),
+            builtin(
+                "",
+                "v1",
+                "namespaces",
+                "Namespace",
+                false,
+                &["ns"],
+                &[Status],
+                false,
+            ),
             builtin("", "v1", "nodes", "Node", false, &["no"], &[Status], false),
-            builtin("", "v1", "pods", "Pod", true, &["po"], &[Status, Binding], false),
-            builtin("", "v1", "services", "Service", true, &["svc"], &[Status], false),
-            builtin("", "v1", "endpoints", "Endpoints", true, &["ep"], &[], false),
-            builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], &[], false),
+            builtin(
+                "",
+                "v1",
+                "pods",
+                "Pod",
+                true,
+                &["po"],
+                &[Status, Binding],
+                false,
+            ),
+            builtin(
+                "",
+                "v1",
+                "services",
+                "Service",
+                true,
+                &["svc"],
+                &[Status],
+                false,
+            ),
+            builtin(
+                "",
+                "v1",
+                "endpoints",
+                "Endpoints",
+                true,
+                &["ep"],
+                &[],
+                false,
+            ),
+            builtin(
+                "",
+                "v1",
+                "configmaps",
+                "ConfigMap",
+                true,
+                &["cm"],
+                &[],
+                false,
+            ),
             builtin("", "v1", "secrets", "Secret", true, &[], &[], false),
-            builtin("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"], &[], false),
+            builtin(
+                "",
+                "v1",
+                "serviceaccounts",
+                "ServiceAccount",
+                true,
+                &["sa"],
+                &[],
+                false,
+            ),
             builtin("", "v1", "events", "Event", true, &["ev"], &[], false),
-            builtin("apps", "v1", "deployments", "Deployment", true, &["deploy"], &[Status, Scale], true),
-            builtin("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"], &[Status, Scale], true),
-            builtin("apps", "v1", "statefulsets", "StatefulSet", true, &["sts"], &[Status, Scale], true),
-            builtin("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"], &[Status], true),
-            builtin("apps", "v1", "controllerrevisions", "ControllerRevision", true, &[], &[], false),
+            builtin(
+                "apps",
+                "v1",
+                "deployments",
+                "Deployment",
+                true,
+                &["deploy"],
+                &[Status, Scale],
+                true,
+            ),
+            builtin(
+                "apps",
+                "v1",
+                "replicasets",
+                "ReplicaSet",
+                true,
+                &["rs"],
+                &[Status, Scale],
+                true,
+            ),
+            builtin(
+                "apps",
+                "v1",
+                "statefulsets",
+                "StatefulSet",
+                true,
+                &["sts"],
+                &[Status, Scale],
+                true,
+            ),
+            builtin(
+                "apps",
+                "v1",
+                "daemonsets",
+                "DaemonSet",
+                true,
+                &["ds"],
+                &[Status],
+                true,
+            ),
+            builtin(
+                "apps",
+                "v1",
+                "controllerrevisions",
+                "ControllerRevision",
+                true,
+                &[],
+                &[],
+                false,
+            ),
             builtin("batch", "v1", "jobs", "Job", true, &[], &[Status], true),
-            builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[], &[], false),
+            builtin(
+                "coordination.k8s.io",
+                "v1",
+                "leases",
+                "Lease",
+                true,
+                &[],
+                &[],
+                false,
+            ),
             builtin(
                 "apiextensions.k8s.io",
                 "v1",
@@ -163,12 +287,33 @@ impl Registry {
                 true,
             ),
         ];
-        let mut events_v1 = builtin("events.k8s.io", "v1", "events", "Event", true, &["ev"], &[], false);
-        events_v1.store = StoreKey { group: String::new(), resource: "events".to_string() };
+        let mut events_v1 = builtin(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            &[],
+            false,
+        );
+        events_v1.store = StoreKey {
+            group: String::new(),
+            resource: "events".to_string(),
+        };
         events_v1.view = View::EventsV1;
         types.push(events_v1);
         for t in &mut types {
-            if matches!(t.plural.as_str(), "pods" | "deployments" | "replicasets" | "statefulsets" | "daemonsets" | "services" | "jobs") {
+            if matches!(
+                t.plural.as_str(),
+                "pods"
+                    | "deployments"
+                    | "replicasets"
+                    | "statefulsets"
+                    | "daemonsets"
+                    | "services"
+                    | "jobs"
+            ) {
                 t.categories = vec!["all".to_string()];
             }
         }
@@ -176,12 +321,16 @@ impl Registry {
     }
 
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceType> {
-        self.types.iter().find(|t| t.group == group && t.version == version && t.plural == plural)
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
     }
 
     /// The preferred (first registered) type of a (group, plural), whatever the version.
     pub fn lookup_any_version(&self, group: &str, plural: &str) -> Option<&ResourceType> {
-        self.types.iter().find(|t| t.group == group && t.plural == plural)
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.plural == plural)
     }
 
     pub fn types(&self) -> &[ResourceType] {
@@ -201,12 +350,19 @@ impl Registry {
     }
 
     pub fn has_group_version(&self, group: &str, version: &str) -> bool {
-        self.types.iter().any(|t| t.group == group && t.version == version)
+        self.types
+            .iter()
+            .any(|t| t.group == group && t.version == version)
     }
 
     /// Replaces the types served for a CRD (`group`, `plural`) by `types` (empty removes them).
     pub fn set_custom(&mut self, group: &str, plural: &str, types: Vec<ResourceType>) {
-        self.types.retain(|t| !(t.group == group && t.plural == plural && t.view == View::Native && t.store.group == group));
+        self.types.retain(|t| {
+            !(t.group == group
+                && t.plural == plural
+                && t.view == View::Native
+                && t.store.group == group)
+        });
         self.types.extend(types);
     }
 
@@ -246,7 +402,11 @@ impl Registry {
             return None;
         }
         let mut resources = Vec::new();
-        for t in self.types.iter().filter(|t| t.group == group && t.version == version) {
+        for t in self
+            .types
+            .iter()
+            .filter(|t| t.group == group && t.version == version)
+        {
             let mut entry = json!({
                 "name": t.plural,
                 "singularName": t.singular,
@@ -263,7 +423,12 @@ impl Registry {
             resources.push(entry);
             for sub in &t.subresources {
                 let (kind, verbs, sub_group, sub_version) = match sub {
-                    Subresource::Status => (t.kind.clone(), json!(["get", "patch", "update"]), None, None),
+                    Subresource::Status => (
+                        t.kind.clone(),
+                        json!(["get", "patch", "update"]),
+                        None,
+                        None,
+                    ),
                     Subresource::Scale => (
                         "Scale".to_string(),
                         json!(["get", "patch", "update"]),
@@ -286,7 +451,11 @@ impl Registry {
                 resources.push(e);
             }
         }
-        let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+        let group_version = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
         Some(json!({
             "kind": "APIResourceList",
             "apiVersion": "v1",
@@ -309,33 +478,65 @@ fn group_json(group: &str, versions: &[String]) -> Value {
 /// served version. Errors name the missing field.
 pub fn types_from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
     let spec = crd.get("spec").ok_or("spec: Required value")?;
-    let group = spec.get("group").and_then(Value::as_str).ok_or("spec.group: Required value")?;
+    let group = spec
+        .get("group")
+        .and_then(Value::as_str)
+        .ok_or("spec.group: Required value")?;
     let names = spec.get("names").ok_or("spec.names: Required value")?;
-    let plural = names.get("plural").and_then(Value::as_str).ok_or("spec.names.plural: Required value")?;
-    let kind = names.get("kind").and_then(Value::as_str).ok_or("spec.names.kind: Required value")?;
-    let singular = names.get("singular").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
+    let plural = names
+        .get("plural")
+        .and_then(Value::as_str)
+        .ok_or("spec.names.plural: Required value")?;
+    let kind = names
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("spec.names.kind: Required value")?;
+    let singular = names
+        .get("singular")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| kind.to_lowercase());
     let short_names: Vec<String> = names
         .get("shortNames")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let categories: Vec<String> = names
         .get("categories")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let namespaced = match spec.get("scope").and_then(Value::as_str) {
         Some("Namespaced") => true,
         Some("Cluster") => false,
-        _ => return Err("spec.scope: Unsupported value; supported values: \"Cluster\", \"Namespaced\"".into()),
+        _ => {
+            return Err(
+                "spec.scope: Unsupported value; supported values: \"Cluster\", \"Namespaced\""
+                    .into(),
+            );
+        }
     };
-    let versions = spec.get("versions").and_then(Value::as_array).ok_or("spec.versions: Required value")?;
+    let versions = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .ok_or("spec.versions: Required value")?;
     let mut types = Vec::new();
     for v in versions {
         if v.get("served").and_then(Value::as_bool) == Some(false) {
             continue;
         }
-        let name = v.get("name").and_then(Value::as_str).ok_or("spec.versions[].name: Required value")?;
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("spec.versions[].name: Required value")?;
         let mut subresources = Vec::new();
         let mut scale_spec_path = None;
         let mut scale_status_path = None;
@@ -345,8 +546,14 @@ pub fn types_from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             }
             if let Some(scale) = sub.get("scale") {
                 subresources.push(Subresource::Scale);
-                scale_spec_path = scale.get("specReplicasPath").and_then(Value::as_str).map(str::to_string);
-                scale_status_path = scale.get("statusReplicasPath").and_then(Value::as_str).map(str::to_string);
+                scale_spec_path = scale
+                    .get("specReplicasPath")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                scale_status_path = scale
+                    .get("statusReplicasPath")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
             }
         }
         types.push(ResourceType {
@@ -360,14 +567,19 @@ pub fn types_from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             categories: categories.clone(),
             subresources,
             has_generation: true,
-            store: StoreKey { group: group.to_string(), resource: plural.to_string() },
+            store: StoreKey {
+                group: group.to_string(),
+                resource: plural.to_string(),
+            },
             view: View::Native,
             scale_spec_path,
             scale_status_path,
         });
     }
     if types.is_empty() {
-        return Err("spec.versions: Invalid value: must have exactly one version marked as served".into());
+        return Err(
+            "spec.versions: Invalid value: must have exactly one version marked as served".into(),
+        );
     }
     Ok(types)
 }
@@ -389,7 +601,12 @@ mod tests {
     fn discovery_lists_subresources_with_scale_group() {
         let r = Registry::builtin();
         let list = r.resource_list("apps", "v1").unwrap();
-        let scale = list["resources"].as_array().unwrap().iter().find(|e| e["name"] == "deployments/scale").unwrap();
+        let scale = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "deployments/scale")
+            .unwrap();
         assert_eq!(scale["group"], "autoscaling");
         assert_eq!(scale["kind"], "Scale");
         assert!(r.resource_list("apps", "v2").is_none());

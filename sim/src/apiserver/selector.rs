@@ -44,13 +44,19 @@ fn split_top_level(s: &str) -> Vec<String> {
         }
     }
     parts.push(current);
-    parts.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn valid_label_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 317
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 fn parse_set(s: &str, whole: &str) -> Result<BTreeSet<String>, String> {
@@ -58,8 +64,16 @@ fn parse_set(s: &str, whole: &str) -> Result<BTreeSet<String>, String> {
         .trim()
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("unable to parse requirement: found '{whole}', expected: '(' and ')' around values"))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+        .ok_or_else(|| {
+            format!(
+                "unable to parse requirement: found '{whole}', expected: '(' and ')' around values"
+            )
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -98,7 +112,9 @@ impl LabelSelector {
                 | LabelRequirement::LessThan(k, _) => k,
             };
             if !valid_label_key(key) {
-                return Err(format!("unable to parse requirement: invalid label key \"{key}\""));
+                return Err(format!(
+                    "unable to parse requirement: invalid label key \"{key}\""
+                ));
             }
             requirements.push(req);
         }
@@ -120,30 +136,41 @@ impl LabelSelector {
             LabelRequirement::NotIn(k, set) => get(k).is_none_or(|v| !set.contains(v)),
             LabelRequirement::Exists(k) => get(k).is_some(),
             LabelRequirement::DoesNotExist(k) => get(k).is_none(),
-            LabelRequirement::GreaterThan(k, n) => get(k).and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
-            LabelRequirement::LessThan(k, n) => get(k).and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
+            LabelRequirement::GreaterThan(k, n) => get(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v > *n),
+            LabelRequirement::LessThan(k, n) => get(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v < *n),
         })
     }
 }
 
 fn split_word(part: &str, word: &str) -> Option<(String, String)> {
     let i = part.find(word)?;
-    Some((part[..i].trim().to_string(), part[i + word.len()..].to_string()))
+    Some((
+        part[..i].trim().to_string(),
+        part[i + word.len()..].to_string(),
+    ))
 }
 
 /// Whether a `matchLabels`/`matchExpressions` selector object (as in a Deployment's
 /// `spec.selector`) selects the given labels.
 pub fn selector_object_matches(selector: &Value, labels: &Value) -> bool {
     let get = |k: &str| labels.get(k).and_then(Value::as_str);
-    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object) {
-        if !ml.iter().all(|(k, v)| get(k) == v.as_str()) {
-            return false;
-        }
+    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object)
+        && !ml.iter().all(|(k, v)| get(k) == v.as_str())
+    {
+        return false;
     }
     if let Some(exprs) = selector.get("matchExpressions").and_then(Value::as_array) {
         for e in exprs {
             let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-            let values: BTreeSet<&str> = e.get("values").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let values: BTreeSet<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             let ok = match e.get("operator").and_then(Value::as_str) {
                 Some("In") => get(key).is_some_and(|v| values.contains(v)),
                 Some("NotIn") => get(key).is_none_or(|v| !values.contains(v)),
@@ -175,14 +202,31 @@ pub struct FieldSelector {
 /// Field labels kube-apiserver accepts per resource, besides `metadata.name` and
 /// `metadata.namespace` which every resource supports. `None` means any `involvedObject.*`-like
 /// prefix list applies (see `prefixes`).
-fn supported_fields(group: &str, resource: &str) -> (&'static [&'static str], &'static [&'static str]) {
+fn supported_fields(
+    group: &str,
+    resource: &str,
+) -> (&'static [&'static str], &'static [&'static str]) {
     match (group, resource) {
         ("", "pods") => (
-            &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"],
+            &[
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.nominatedNodeName",
+            ],
             &[],
         ),
-        ("", "events") => (&["reason", "reportingComponent", "source", "type"], &["involvedObject."]),
-        ("events.k8s.io", "events") => (&["reason", "reportingController", "type"], &["regarding."]),
+        ("", "events") => (
+            &["reason", "reportingComponent", "source", "type"],
+            &["involvedObject."],
+        ),
+        ("events.k8s.io", "events") => {
+            (&["reason", "reportingController", "type"], &["regarding."])
+        }
         ("", "secrets") => (&["type"], &[]),
         ("", "nodes") => (&["spec.unschedulable"], &[]),
         ("", "namespaces") => (&["status.phase"], &[]),
@@ -205,7 +249,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, v, false)
             } else {
-                return Err(format!("invalid selector: '{s}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                ));
             };
             let field = field.trim();
             let supported = field == "metadata.name"
@@ -215,7 +261,11 @@ impl FieldSelector {
             if !supported {
                 return Err(format!("field label not supported: {field}"));
             }
-            requirements.push(FieldRequirement { field: field.to_string(), value: value.trim().to_string(), negated });
+            requirements.push(FieldRequirement {
+                field: field.to_string(),
+                value: value.trim().to_string(),
+                negated,
+            });
         }
         Ok(FieldSelector { requirements })
     }
@@ -234,7 +284,10 @@ impl FieldSelector {
 
     /// The name an equality requirement on `metadata.name` pins, if any (lets get-by-watch be cheap).
     pub fn pinned_name(&self) -> Option<&str> {
-        self.requirements.iter().find(|r| r.field == "metadata.name" && !r.negated).map(|r| r.value.as_str())
+        self.requirements
+            .iter()
+            .find(|r| r.field == "metadata.name" && !r.negated)
+            .map(|r| r.value.as_str())
     }
 }
 
@@ -283,18 +336,48 @@ mod tests {
     #[test]
     fn field_selectors_follow_supported_labels() {
         let o = obj(json!({}));
-        assert!(FieldSelector::parse("spec.nodeName=node-1", "", "pods").unwrap().matches(&o));
-        assert!(!FieldSelector::parse("spec.nodeName=", "", "pods").unwrap().matches(&o));
-        assert!(FieldSelector::parse("metadata.name=a,metadata.namespace!=x", "apps", "deployments").unwrap().matches(&o));
-        assert_eq!(FieldSelector::parse("spec.nodeName=x", "apps", "deployments").unwrap_err(), "field label not supported: spec.nodeName");
+        assert!(
+            FieldSelector::parse("spec.nodeName=node-1", "", "pods")
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(
+            !FieldSelector::parse("spec.nodeName=", "", "pods")
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(
+            FieldSelector::parse(
+                "metadata.name=a,metadata.namespace!=x",
+                "apps",
+                "deployments"
+            )
+            .unwrap()
+            .matches(&o)
+        );
+        assert_eq!(
+            FieldSelector::parse("spec.nodeName=x", "apps", "deployments").unwrap_err(),
+            "field label not supported: spec.nodeName"
+        );
         let ev = json!({"involvedObject": {"kind": "Pod", "name": "p"}});
-        assert!(FieldSelector::parse("involvedObject.kind=Pod,involvedObject.name=p", "", "events").unwrap().matches(&ev));
+        assert!(
+            FieldSelector::parse(
+                "involvedObject.kind=Pod,involvedObject.name=p",
+                "",
+                "events"
+            )
+            .unwrap()
+            .matches(&ev)
+        );
     }
 
     #[test]
     fn selector_objects_match_labels() {
         let sel = json!({"matchLabels": {"app": "demo"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]});
-        assert!(selector_object_matches(&sel, &json!({"app": "demo", "tier": "web"})));
+        assert!(selector_object_matches(
+            &sel,
+            &json!({"app": "demo", "tier": "web"})
+        ));
         assert!(!selector_object_matches(&sel, &json!({"app": "demo"})));
     }
 }

@@ -18,7 +18,11 @@ pub struct ApiError {
 
 /// How a resource is named in messages: `deployments.apps`, or `pods` for the core group.
 pub fn qualified_resource(group: &str, resource: &str) -> String {
-    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 fn details(group: &str, resource: &str, name: &str) -> Option<Box<StatusDetails>> {
@@ -35,7 +39,10 @@ impl ApiError {
         ApiError {
             code: 404,
             reason: "NotFound",
-            message: format!("{} \"{name}\" not found", qualified_resource(group, resource)),
+            message: format!(
+                "{} \"{name}\" not found",
+                qualified_resource(group, resource)
+            ),
             details: details(group, resource, name),
         }
     }
@@ -54,7 +61,10 @@ impl ApiError {
         ApiError {
             code: 409,
             reason: "AlreadyExists",
-            message: format!("{} \"{name}\" already exists", qualified_resource(group, resource)),
+            message: format!(
+                "{} \"{name}\" already exists",
+                qualified_resource(group, resource)
+            ),
             details: details(group, resource, name),
         }
     }
@@ -74,12 +84,26 @@ impl ApiError {
 
     /// 422 Invalid; `kind` is the object kind (`Deployment`), causes name the fields.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<StatusCause>) -> ApiError {
-        let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let qualified_kind = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let rendered: Vec<String> = causes
             .iter()
-            .map(|c| if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) })
+            .map(|c| {
+                if c.field.is_empty() {
+                    c.message.clone()
+                } else {
+                    format!("{}: {}", c.field, c.message)
+                }
+            })
             .collect();
-        let list = if rendered.len() == 1 { rendered[0].clone() } else { format!("[{}]", rendered.join(", ")) };
+        let list = if rendered.len() == 1 {
+            rendered[0].clone()
+        } else {
+            format!("[{}]", rendered.join(", "))
+        };
         ApiError {
             code: 422,
             reason: "Invalid",
@@ -95,7 +119,12 @@ impl ApiError {
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError { code: 400, reason: "BadRequest", message: message.into(), details: None }
+        ApiError {
+            code: 400,
+            reason: "BadRequest",
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn method_not_allowed() -> ApiError {
@@ -109,22 +138,39 @@ impl ApiError {
 
     /// 410 Gone for a resourceVersion older than the retained history.
     pub fn expired(message: impl Into<String>) -> ApiError {
-        ApiError { code: 410, reason: "Expired", message: message.into(), details: None }
+        ApiError {
+            code: 410,
+            reason: "Expired",
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError { code: 401, reason: "Unauthorized", message: "Unauthorized".to_string(), details: None }
+        ApiError {
+            code: 401,
+            reason: "Unauthorized",
+            message: "Unauthorized".to_string(),
+            details: None,
+        }
     }
 
     pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError { code: 403, reason: "Forbidden", message: message.into(), details: None }
+        ApiError {
+            code: 403,
+            reason: "Forbidden",
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn unsupported_media_type(content_type: &str) -> ApiError {
         ApiError {
             code: 415,
             reason: "UnsupportedMediaType",
-            message: format!("the body of the request was in an unknown format - accepted media types include: application/json, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {content_type:?})"),
+            message: format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {content_type:?})"
+            ),
             details: None,
         }
     }
@@ -139,7 +185,12 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError { code: 500, reason: "InternalError", message: message.into(), details: None }
+        ApiError {
+            code: 500,
+            reason: "InternalError",
+            message: message.into(),
+            details: None,
+        }
     }
 
     /// The `Status` as the audit `responseStatus` and as the response body.
@@ -157,19 +208,28 @@ impl ApiError {
     }
 
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.to_status()).unwrap_or_else(|_| json!({"kind": "Status", "code": self.code}))
+        serde_json::to_value(self.to_status())
+            .unwrap_or_else(|_| json!({"kind": "Status", "code": self.code}))
     }
 }
 
 /// `Status` with `status: Success`, the body of a delete that removed the object immediately
 /// for clients that asked for it, and the audit `responseStatus` of any success.
 pub fn success_status(code: u16) -> Status {
-    Status { metadata: Some(json!({})), code: i32::from(code), ..Default::default() }
+    Status {
+        metadata: Some(json!({})),
+        code: i32::from(code),
+        ..Default::default()
+    }
 }
 
 /// One `details.causes` entry of an Invalid error.
 pub fn cause(reason: &str, field: &str, message: impl Into<String>) -> StatusCause {
-    StatusCause { reason: reason.to_string(), field: field.to_string(), message: message.into() }
+    StatusCause {
+        reason: reason.to_string(),
+        field: field.to_string(),
+        message: message.into(),
+    }
 }
 
 #[cfg(test)]
@@ -192,7 +252,10 @@ mod tests {
 
     #[test]
     fn core_group_resources_are_unqualified() {
-        assert_eq!(ApiError::not_found("", "pods", "p").message, "pods \"p\" not found");
+        assert_eq!(
+            ApiError::not_found("", "pods", "p").message,
+            "pods \"p\" not found"
+        );
     }
 
     #[test]
@@ -201,7 +264,14 @@ mod tests {
             "apps",
             "Deployment",
             "demo",
-            vec![cause("FieldValueRequired", "spec.selector", "Required value"), cause("FieldValueRequired", "spec.template.spec.containers", "Required value")],
+            vec![
+                cause("FieldValueRequired", "spec.selector", "Required value"),
+                cause(
+                    "FieldValueRequired",
+                    "spec.template.spec.containers",
+                    "Required value",
+                ),
+            ],
         );
         assert_eq!(
             e.message,

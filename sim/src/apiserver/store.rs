@@ -101,7 +101,11 @@ impl Bucket {
     fn new() -> Bucket {
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         Bucket {
-            state: Mutex::new(BucketState { objects: BTreeMap::new(), history: VecDeque::new(), compacted_through: 0 }),
+            state: Mutex::new(BucketState {
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                compacted_through: 0,
+            }),
             events,
         }
     }
@@ -187,7 +191,10 @@ impl DeleteOptions {
         if let Some(uid) = body.pointer("/preconditions/uid").and_then(Value::as_str) {
             self.precondition_uid = Some(uid.to_string());
         }
-        if let Some(rv) = body.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+        if let Some(rv) = body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
             self.precondition_resource_version = Some(rv.to_string());
         }
     }
@@ -199,18 +206,30 @@ pub fn new_uuid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The random suffix of `generateName` (kube's alphabet has no vowels or look-alikes).
 fn name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn meta(obj: &Value, key: &str) -> Option<String> {
-    obj.get("metadata").and_then(|m| m.get(key)).and_then(Value::as_str).map(str::to_string)
+    obj.get("metadata")
+        .and_then(|m| m.get(key))
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
@@ -254,12 +273,20 @@ fn label_selector_string(selector: &Value) -> String {
     let mut parts: Vec<String> = selector
         .get("matchLabels")
         .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(exprs) = selector.get("matchExpressions").and_then(Value::as_array) {
         for e in exprs {
             let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-            let values: Vec<&str> = e.get("values").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             match e.get("operator").and_then(Value::as_str) {
                 Some("In") => parts.push(format!("{key} in ({})", values.join(","))),
                 Some("NotIn") => parts.push(format!("{key} notin ({})", values.join(","))),
@@ -303,13 +330,22 @@ fn encode_continue(resource_version: u64, start: &ObjectName) -> String {
 }
 
 fn decode_continue(token: &str) -> Result<ObjectName, ApiError> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
-    let raw = base64::engine::general_purpose::URL_SAFE.decode(token).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
     let start = start.trim_end_matches('\u{0}');
     let (namespace, name) = start.split_once('/').ok_or_else(bad)?;
-    Ok(ObjectName { namespace: namespace.to_string(), name: name.to_string() })
+    Ok(ObjectName {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    })
 }
 
 /// The in-memory object store of one API server.
@@ -328,7 +364,9 @@ impl Store {
         let registry = Registry::builtin();
         let mut buckets = HashMap::new();
         for t in registry.types() {
-            buckets.entry(t.store.clone()).or_insert_with(|| Arc::new(Bucket::new()));
+            buckets
+                .entry(t.store.clone())
+                .or_insert_with(|| Arc::new(Bucket::new()));
         }
         let store = Store {
             resource_version: AtomicU64::new(0),
@@ -338,7 +376,11 @@ impl Store {
             graceful_pod_deletion,
             clock,
         };
-        let system = Writer { manager: "kube-apiserver".to_string(), operation: "Update", dry_run: false };
+        let system = Writer {
+            manager: "kube-apiserver".to_string(),
+            operation: "Update",
+            dry_run: false,
+        };
         if let Some(ns_type) = store.resource_type("", "v1", "namespaces") {
             for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
                 let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}});
@@ -360,11 +402,18 @@ impl Store {
     }
 
     pub fn registry(&self) -> Registry {
-        self.registry.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn resource_type(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
-        self.registry.read().unwrap_or_else(|p| p.into_inner()).lookup(group, version, plural).cloned()
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .lookup(group, version, plural)
+            .cloned()
     }
 
     /// Reads a registry-derived value without cloning the registry.
@@ -417,14 +466,35 @@ impl Store {
     }
 
     /// Stores `object` (stored form) under a fresh resourceVersion and publishes the change.
-    fn commit(&self, bucket: &Bucket, state: &mut BucketState, key: ObjectName, mut object: Value, previous: Option<Arc<Value>>) -> Arc<Value> {
+    fn commit(
+        &self,
+        bucket: &Bucket,
+        state: &mut BucketState,
+        key: ObjectName,
+        mut object: Value,
+        previous: Option<Arc<Value>>,
+    ) -> Arc<Value> {
         let rv = self.next_resource_version();
         meta_mut(&mut object).insert("resourceVersion".into(), json!(rv.to_string()));
         let object = Arc::new(object);
         state.objects.insert(key, object.clone());
-        let event_type = if previous.is_some() { WatchEventType::Modified } else { WatchEventType::Added };
+        let event_type = if previous.is_some() {
+            WatchEventType::Modified
+        } else {
+            WatchEventType::Added
+        };
         let line = watch_line(event_type, &object);
-        self.publish(bucket, state, WatchEvent { event_type, resource_version: rv, object: object.clone(), previous, line });
+        self.publish(
+            bucket,
+            state,
+            WatchEvent {
+                event_type,
+                resource_version: rv,
+                object: object.clone(),
+                previous,
+                line,
+            },
+        );
         object
     }
 
@@ -435,20 +505,43 @@ impl Store {
         meta_mut(&mut last).insert("resourceVersion".into(), json!(rv.to_string()));
         let last = Arc::new(last);
         let line = watch_line(WatchEventType::Deleted, &last);
-        self.publish(bucket, state, WatchEvent { event_type: WatchEventType::Deleted, resource_version: rv, object: last.clone(), previous: None, line });
+        self.publish(
+            bucket,
+            state,
+            WatchEvent {
+                event_type: WatchEventType::Deleted,
+                resource_version: rv,
+                object: last.clone(),
+                previous: None,
+                line,
+            },
+        );
         Some((*last).clone())
     }
 
     fn namespace_exists(&self, namespace: &str) -> bool {
-        let key = StoreKey { group: String::new(), resource: "namespaces".into() };
+        let key = StoreKey {
+            group: String::new(),
+            resource: "namespaces".into(),
+        };
         match self.bucket(&key) {
-            Ok(b) => b.lock().objects.contains_key(&ObjectName { namespace: String::new(), name: namespace.to_string() }),
+            Ok(b) => b.lock().objects.contains_key(&ObjectName {
+                namespace: String::new(),
+                name: namespace.to_string(),
+            }),
             Err(_) => false,
         }
     }
 
     fn object_key(rt: &ResourceType, namespace: &str, name: &str) -> ObjectName {
-        ObjectName { namespace: if rt.namespaced { namespace.to_string() } else { String::new() }, name: name.to_string() }
+        ObjectName {
+            namespace: if rt.namespaced {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        }
     }
 
     /// GET of one object, in the resource's view.
@@ -463,19 +556,48 @@ impl Store {
     }
 
     /// In-process read of the stored form, without conversion (cheap: shares the object).
-    pub fn get_stored(&self, group: &str, resource: &str, namespace: &str, name: &str) -> Option<Arc<Value>> {
-        let bucket = self.bucket(&StoreKey { group: group.into(), resource: resource.into() }).ok()?;
+    pub fn get_stored(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<Value>> {
+        let bucket = self
+            .bucket(&StoreKey {
+                group: group.into(),
+                resource: resource.into(),
+            })
+            .ok()?;
         let state = bucket.lock();
         state
             .objects
-            .get(&ObjectName { namespace: namespace.to_string(), name: name.to_string() })
-            .or_else(|| state.objects.get(&ObjectName { namespace: String::new(), name: name.to_string() }))
+            .get(&ObjectName {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
+            .or_else(|| {
+                state.objects.get(&ObjectName {
+                    namespace: String::new(),
+                    name: name.to_string(),
+                })
+            })
             .cloned()
     }
 
     /// In-process list of the stored form; `namespace` None lists all namespaces.
-    pub fn list_stored(&self, group: &str, resource: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
-        let Ok(bucket) = self.bucket(&StoreKey { group: group.into(), resource: resource.into() }) else { return Vec::new() };
+    pub fn list_stored(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Vec<Arc<Value>> {
+        let Ok(bucket) = self.bucket(&StoreKey {
+            group: group.into(),
+            resource: resource.into(),
+        }) else {
+            return Vec::new();
+        };
         let state = bucket.lock();
         state
             .objects
@@ -485,14 +607,22 @@ impl Store {
             .collect()
     }
 
-    pub fn list(&self, rt: &ResourceType, namespace: Option<&str>, opts: &ListOptions) -> Result<ListResult, ApiError> {
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListResult, ApiError> {
         let bucket = self.bucket(&rt.store)?;
         let state = bucket.lock();
         let resource_version = self.current_resource_version();
-        if let Some(rv) = opts.exact_resource_version {
-            if rv < state.compacted_through {
-                return Err(ApiError::expired(format!("too old resource version: {rv} ({})", state.compacted_through)));
-            }
+        if let Some(rv) = opts.exact_resource_version
+            && rv < state.compacted_through
+        {
+            return Err(ApiError::expired(format!(
+                "too old resource version: {rv} ({})",
+                state.compacted_through
+            )));
         }
         let start = match &opts.continue_token {
             Some(t) => Some(decode_continue(t)?),
@@ -506,35 +636,49 @@ impl Store {
             None => Box::new(state.objects.iter()),
         };
         for (key, obj) in range {
-            if let Some(ns) = namespace {
-                if rt.namespaced && key.namespace != ns {
-                    continue;
-                }
+            if let Some(ns) = namespace
+                && rt.namespaced
+                && key.namespace != ns
+            {
+                continue;
             }
             let view = Self::to_view(rt, obj);
             if !opts.label_selector.matches(&view) || !opts.field_selector.matches(&view) {
                 continue;
             }
-            if let Some(limit) = opts.limit {
-                if items.len() >= limit {
-                    if next.is_none() {
-                        next = Some(key.clone());
-                    }
-                    remaining += 1;
-                    continue;
+            if let Some(limit) = opts.limit
+                && items.len() >= limit
+            {
+                if next.is_none() {
+                    next = Some(key.clone());
                 }
+                remaining += 1;
+                continue;
             }
             items.push(view);
         }
         let continue_token = next.map(|k| encode_continue(resource_version, &k));
         // kube-apiserver only reports the count when no selector had to be evaluated.
         let exact_count = opts.label_selector.is_empty() && opts.field_selector.is_empty();
-        let remaining_item_count = if continue_token.is_some() && exact_count { Some(remaining) } else { None };
-        Ok(ListResult { items, resource_version, continue_token, remaining_item_count })
+        let remaining_item_count = if continue_token.is_some() && exact_count {
+            Some(remaining)
+        } else {
+            None
+        };
+        Ok(ListResult {
+            items,
+            resource_version,
+            continue_token,
+            remaining_item_count,
+        })
     }
 
     /// Registers a watch. `After(rv)` older than the retained history fails with 410 Expired.
-    pub fn watch(&self, rt: &ResourceType, start: WatchStart) -> Result<WatchSubscription, ApiError> {
+    pub fn watch(
+        &self,
+        rt: &ResourceType,
+        start: WatchStart,
+    ) -> Result<WatchSubscription, ApiError> {
         let bucket = self.bucket(&rt.store)?;
         let state = bucket.lock();
         let receiver = bucket.events.subscribe();
@@ -545,7 +689,9 @@ impl Store {
                     .objects
                     .values()
                     .map(|o| {
-                        let rv = meta(o, "resourceVersion").and_then(|r| r.parse().ok()).unwrap_or(0);
+                        let rv = meta(o, "resourceVersion")
+                            .and_then(|r| r.parse().ok())
+                            .unwrap_or(0);
                         Arc::new(WatchEvent {
                             event_type: WatchEventType::Added,
                             resource_version: rv,
@@ -555,54 +701,99 @@ impl Store {
                         })
                     })
                     .collect();
-                Ok(WatchSubscription { backlog, receiver, resource_version: current })
+                Ok(WatchSubscription {
+                    backlog,
+                    receiver,
+                    resource_version: current,
+                })
             }
             WatchStart::After(rv) => {
                 if rv < state.compacted_through {
-                    return Err(ApiError::expired(format!("too old resource version: {rv} ({})", state.compacted_through)));
+                    return Err(ApiError::expired(format!(
+                        "too old resource version: {rv} ({})",
+                        state.compacted_through
+                    )));
                 }
-                let backlog: Vec<_> = state.history.iter().filter(|e| e.resource_version > rv).cloned().collect();
-                let resource_version = backlog.last().map(|e| e.resource_version).unwrap_or(rv.max(state.compacted_through));
-                Ok(WatchSubscription { backlog, receiver, resource_version })
+                let backlog: Vec<_> = state
+                    .history
+                    .iter()
+                    .filter(|e| e.resource_version > rv)
+                    .cloned()
+                    .collect();
+                let resource_version = backlog
+                    .last()
+                    .map(|e| e.resource_version)
+                    .unwrap_or(rv.max(state.compacted_through));
+                Ok(WatchSubscription {
+                    backlog,
+                    receiver,
+                    resource_version,
+                })
             }
         }
     }
 
     /// Drops all watch history so every resourceVersion before now is expired (410 on watch).
     pub fn force_compact(&self) {
-        let buckets: Vec<Arc<Bucket>> = self.buckets.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let buckets: Vec<Arc<Bucket>> = self
+            .buckets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for b in buckets {
             let mut state = b.lock();
             state.history.clear();
             state.compacted_through = self.current_resource_version();
         }
-        tracing::info!(resource_version = self.current_resource_version(), "watch history compacted");
+        tracing::info!(
+            resource_version = self.current_resource_version(),
+            "watch history compacted"
+        );
     }
 
     /// POST: create an object from `body` (in the resource's view).
-    pub fn create(&self, rt: &ResourceType, namespace: &str, mut body: Value, writer: &Writer) -> Result<Value, ApiError> {
+    pub fn create(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        mut body: Value,
+        writer: &Writer,
+    ) -> Result<Value, ApiError> {
         if !body.is_object() {
-            return Err(ApiError::bad_request(format!("Object '{}' is not a map", rt.kind)));
+            return Err(ApiError::bad_request(format!(
+                "Object '{}' is not a map",
+                rt.kind
+            )));
         }
-        if let Some(kind) = body.get("kind").and_then(Value::as_str) {
-            if kind != rt.kind {
-                return Err(ApiError::bad_request(format!("the kind in the data ({kind}) does not match the expected kind ({})", rt.kind)));
-            }
+        if let Some(kind) = body.get("kind").and_then(Value::as_str)
+            && kind != rt.kind
+        {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({kind}) does not match the expected kind ({})",
+                rt.kind
+            )));
         }
-        if let Some(av) = body.get("apiVersion").and_then(Value::as_str) {
-            if av != rt.api_version() {
-                return Err(ApiError::bad_request(format!("the API version in the data ({av}) does not match the expected API version ({})", rt.api_version())));
-            }
+        if let Some(av) = body.get("apiVersion").and_then(Value::as_str)
+            && av != rt.api_version()
+        {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                rt.api_version()
+            )));
         }
         if let Some(m) = body.as_object_mut() {
             m.insert("kind".into(), json!(rt.kind));
             m.insert("apiVersion".into(), json!(rt.api_version()));
         }
         if rt.namespaced {
-            if let Some(ns) = meta(&body, "namespace").filter(|n| !n.is_empty()) {
-                if ns != namespace {
-                    return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
-                }
+            if let Some(ns) = meta(&body, "namespace").filter(|n| !n.is_empty())
+                && ns != namespace
+            {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             if !self.namespace_exists(namespace) {
                 return Err(ApiError::not_found("", "namespaces", namespace));
@@ -616,14 +807,27 @@ impl Store {
             } else {
                 m.remove("namespace");
             }
-            let name = m.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-            if name.is_empty() {
-                if let Some(prefix) = m.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
-                    let generated = format!("{prefix}{}", name_suffix());
-                    m.insert("name".into(), json!(generated));
-                }
+            let name = m
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if name.is_empty()
+                && let Some(prefix) = m
+                    .get("generateName")
+                    .and_then(Value::as_str)
+                    .filter(|p| !p.is_empty())
+            {
+                let generated = format!("{prefix}{}", name_suffix());
+                m.insert("name".into(), json!(generated));
             }
-            for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+            for k in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "managedFields",
+                "selfLink",
+            ] {
                 m.remove(k);
             }
             m.insert("uid".into(), json!(new_uuid()));
@@ -635,13 +839,14 @@ impl Store {
             }
         }
         defaults::apply_defaults(&rt.group, &rt.plural, &mut body);
-        if rt.has_subresource(Subresource::Status) && rt.group != "apiextensions.k8s.io" {
-            if let Some(m) = body.as_object_mut() {
-                if rt.scale_spec_path.is_some() || !matches!(rt.group.as_str(), "" | "apps" | "batch") {
-                    m.remove("status");
-                } else {
-                    m.insert("status".into(), json!({}));
-                }
+        if rt.has_subresource(Subresource::Status)
+            && rt.group != "apiextensions.k8s.io"
+            && let Some(m) = body.as_object_mut()
+        {
+            if rt.scale_spec_path.is_some() || !matches!(rt.group.as_str(), "" | "apps" | "batch") {
+                m.remove("status");
+            } else {
+                m.insert("status".into(), json!({}));
             }
         }
         defaults::initial_status(&rt.group, &rt.plural, &mut body);
@@ -653,23 +858,33 @@ impl Store {
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
         }
-        let custom_types = if rt.plural == "customresourcedefinitions" && rt.group == "apiextensions.k8s.io" {
-            let types = types_from_crd(&body).map_err(|m| {
-                let (field, msg) = m.split_once(": ").unwrap_or(("spec", m.as_str()));
-                ApiError::invalid(&rt.group, &rt.kind, &name, vec![cause("FieldValueInvalid", field, msg)])
-            })?;
-            mark_crd_established(&mut body, &now);
-            Some(types)
-        } else {
-            None
-        };
-        let managed = update_managed_fields(None, &body, &FieldWrite {
-            manager: &writer.manager,
-            operation: writer.operation,
-            api_version: &rt.api_version(),
-            time: &now,
-            subresource: "",
-        });
+        let custom_types =
+            if rt.plural == "customresourcedefinitions" && rt.group == "apiextensions.k8s.io" {
+                let types = types_from_crd(&body).map_err(|m| {
+                    let (field, msg) = m.split_once(": ").unwrap_or(("spec", m.as_str()));
+                    ApiError::invalid(
+                        &rt.group,
+                        &rt.kind,
+                        &name,
+                        vec![cause("FieldValueInvalid", field, msg)],
+                    )
+                })?;
+                mark_crd_established(&mut body, &now);
+                Some(types)
+            } else {
+                None
+            };
+        let managed = update_managed_fields(
+            None,
+            &body,
+            &FieldWrite {
+                manager: &writer.manager,
+                operation: writer.operation,
+                api_version: &rt.api_version(),
+                time: &now,
+                subresource: "",
+            },
+        );
         meta_mut(&mut body).insert("managedFields".into(), json!(managed));
         let stored = Self::from_view(rt, body);
         let key = Self::object_key(rt, namespace, &name);
@@ -694,17 +909,36 @@ impl Store {
 
     fn install_custom_types(&self, types: Vec<ResourceType>) {
         let Some(first) = types.first() else { return };
-        let (group, plural, key) = (first.group.clone(), first.plural.clone(), first.store.clone());
-        self.buckets.write().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert_with(|| Arc::new(Bucket::new()));
-        self.registry.write().unwrap_or_else(|p| p.into_inner()).set_custom(&group, &plural, types);
+        let (group, plural, key) = (
+            first.group.clone(),
+            first.plural.clone(),
+            first.store.clone(),
+        );
+        self.buckets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_insert_with(|| Arc::new(Bucket::new()));
+        self.registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_custom(&group, &plural, types);
         tracing::info!(%group, %plural, "custom resource served");
     }
 
     fn uninstall_custom_types(&self, crd: &Value) {
-        let Ok(types) = types_from_crd(crd) else { return };
+        let Ok(types) = types_from_crd(crd) else {
+            return;
+        };
         let Some(first) = types.first() else { return };
-        self.registry.write().unwrap_or_else(|p| p.into_inner()).set_custom(&first.group, &first.plural, Vec::new());
-        self.buckets.write().unwrap_or_else(|p| p.into_inner()).remove(&first.store);
+        self.registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_custom(&first.group, &first.plural, Vec::new());
+        self.buckets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&first.store);
     }
 
     /// The rules of an update (PUT, or the result of a patch) applied to `old` (stored form),
@@ -721,20 +955,24 @@ impl Store {
         check_resource_version: bool,
     ) -> Result<Option<Value>, ApiError> {
         if !new_view.is_object() {
-            return Err(ApiError::bad_request(format!("Object '{}' is not a map", rt.kind)));
+            return Err(ApiError::bad_request(format!(
+                "Object '{}' is not a map",
+                rt.kind
+            )));
         }
         let old_view = Self::to_view(rt, old);
-        if let Some(body_name) = meta(&new_view, "name").filter(|n| !n.is_empty()) {
-            if body_name != name {
-                return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
-            }
+        if let Some(body_name) = meta(&new_view, "name").filter(|n| !n.is_empty())
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
-        if check_resource_version {
-            if let Some(rv) = meta(&new_view, "resourceVersion").filter(|r| !r.is_empty()) {
-                if Some(&rv) != meta(&old_view, "resourceVersion").as_ref() {
-                    return Err(ApiError::conflict(&rt.group, &rt.plural, name));
-                }
-            }
+        if check_resource_version
+            && let Some(rv) = meta(&new_view, "resourceVersion").filter(|r| !r.is_empty())
+            && Some(&rv) != meta(&old_view, "resourceVersion").as_ref()
+        {
+            return Err(ApiError::conflict(&rt.group, &rt.plural, name));
         }
         let mut next = match subresource {
             Some(Subresource::Status) => {
@@ -773,7 +1011,17 @@ impl Store {
         // System metadata is the server's, whatever the client sent.
         if let Some(Value::Object(old_meta)) = old_view.get("metadata") {
             let m = meta_mut(&mut next);
-            for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "managedFields", "resourceVersion"] {
+            for k in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "managedFields",
+                "resourceVersion",
+            ] {
                 match old_meta.get(k) {
                     Some(v) => {
                         m.insert(k.to_string(), v.clone());
@@ -794,7 +1042,11 @@ impl Store {
             return Ok(None);
         }
         if rt.has_generation && spec_part(&next) != spec_part(&old_view) {
-            let generation = old_view.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            let generation = old_view
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                + 1;
             meta_mut(&mut next).insert("generation".into(), json!(generation));
         }
         let now = self.now_seconds();
@@ -802,25 +1054,44 @@ impl Store {
             Some(s) => s.as_str(),
             None => "",
         };
-        let managed = update_managed_fields(Some(&old_view), &next, &FieldWrite {
-            manager: &writer.manager,
-            operation: writer.operation,
-            api_version: &rt.api_version(),
-            time: &now,
-            subresource: sub_name,
-        });
+        let managed = update_managed_fields(
+            Some(&old_view),
+            &next,
+            &FieldWrite {
+                manager: &writer.manager,
+                operation: writer.operation,
+                api_version: &rt.api_version(),
+                time: &now,
+                subresource: sub_name,
+            },
+        );
         meta_mut(&mut next).insert("managedFields".into(), json!(managed));
         Ok(Some(Self::from_view(rt, next)))
     }
 
     /// Stores the result of an update, or deletes the object when it is terminating and its
     /// last finalizer just went away.
-    fn store_update(&self, bucket: &Bucket, state: &mut BucketState, rt: &ResourceType, key: ObjectName, old: Arc<Value>, next: Value) -> Value {
-        let terminating = next.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
-        let finalizers_left = next.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    fn store_update(
+        &self,
+        bucket: &Bucket,
+        state: &mut BucketState,
+        rt: &ResourceType,
+        key: ObjectName,
+        old: Arc<Value>,
+        next: Value,
+    ) -> Value {
+        let terminating = next
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null());
+        let finalizers_left = next
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
         if terminating && !finalizers_left {
             state.objects.insert(key.clone(), Arc::new(next));
-            let removed = self.remove(bucket, state, &key).unwrap_or_else(|| (*old).clone());
+            let removed = self
+                .remove(bucket, state, &key)
+                .unwrap_or_else(|| (*old).clone());
             return Self::to_view(rt, &removed);
         }
         let stored = self.commit(bucket, state, key, next, Some(old));
@@ -828,12 +1099,25 @@ impl Store {
     }
 
     /// PUT of an object or its status.
-    pub fn update(&self, rt: &ResourceType, namespace: &str, name: &str, body: Value, subresource: Option<Subresource>, writer: &Writer) -> Result<Value, ApiError> {
+    pub fn update(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        body: Value,
+        subresource: Option<Subresource>,
+        writer: &Writer,
+    ) -> Result<Value, ApiError> {
         let bucket = self.bucket(&rt.store)?;
         let key = Self::object_key(rt, namespace, name);
         let mut state = bucket.lock();
-        let old = state.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
-        let Some(next) = self.prepare_update(rt, &old, body, name, subresource, writer, true)? else {
+        let old = state
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let Some(next) = self.prepare_update(rt, &old, body, name, subresource, writer, true)?
+        else {
             return Ok(Self::to_view(rt, &old));
         };
         if writer.dry_run {
@@ -869,11 +1153,14 @@ impl Store {
         let mut target = Self::to_view(rt, &old);
         apply_patch(&mut target, patch_type, patch_body).map_err(ApiError::bad_request)?;
         // A resourceVersion in the patch is a precondition; otherwise patches never conflict.
-        let patch_rv = patch_body.pointer("/metadata/resourceVersion").and_then(Value::as_str);
+        let patch_rv = patch_body
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
         if patch_rv.is_some_and(|rv| Some(rv.to_string()) != meta(&old, "resourceVersion")) {
             return Err(ApiError::conflict(&rt.group, &rt.plural, name));
         }
-        let Some(next) = self.prepare_update(rt, &old, target, name, subresource, writer, false)? else {
+        let Some(next) = self.prepare_update(rt, &old, target, name, subresource, writer, false)?
+        else {
             return Ok(Self::to_view(rt, &old));
         };
         if writer.dry_run {
@@ -883,7 +1170,12 @@ impl Store {
     }
 
     /// GET of the autoscaling/v1 Scale of a workload.
-    pub fn get_scale(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    pub fn get_scale(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let obj = self.get(rt, namespace, name)?;
         Ok(scale_of(rt, &obj))
     }
@@ -900,28 +1192,52 @@ impl Store {
         let bucket = self.bucket(&rt.store)?;
         let key = Self::object_key(rt, namespace, name);
         let mut state = bucket.lock();
-        let old = state.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let old = state
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
         let current = scale_of(rt, &old);
         let requested = change(current)?;
-        if let Some(rv) = meta(&requested, "resourceVersion").filter(|r| !r.is_empty()) {
-            if Some(rv) != meta(&old, "resourceVersion") {
-                return Err(ApiError::conflict(&rt.group, &rt.plural, name));
-            }
+        if let Some(rv) = meta(&requested, "resourceVersion").filter(|r| !r.is_empty())
+            && Some(rv) != meta(&old, "resourceVersion")
+        {
+            return Err(ApiError::conflict(&rt.group, &rt.plural, name));
         }
-        let replicas = requested.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+        let replicas = requested
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if replicas < 0 {
-            return Err(ApiError::invalid("autoscaling", "Scale", name, vec![cause("FieldValueInvalid", "spec.replicas", format!("Invalid value: {replicas}: must be greater than or equal to 0"))]));
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                vec![cause(
+                    "FieldValueInvalid",
+                    "spec.replicas",
+                    format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                )],
+            ));
         }
         let mut target = (*old).clone();
-        json_path_set(&mut target, rt.scale_spec_path.as_deref().unwrap_or(".spec.replicas"), json!(replicas));
-        let Some(mut next) = self.prepare_update(rt, &old, target, name, None, writer, false)? else {
+        json_path_set(
+            &mut target,
+            rt.scale_spec_path.as_deref().unwrap_or(".spec.replicas"),
+            json!(replicas),
+        );
+        let Some(mut next) = self.prepare_update(rt, &old, target, name, None, writer, false)?
+        else {
             return Ok(scale_of(rt, &old));
         };
         // The scale write is recorded against the scale subresource, like the apiserver does.
-        if let Some(Value::Array(entries)) = next.pointer_mut("/metadata/managedFields") {
-            if let Some(last) = entries.iter_mut().rev().find(|e| e.get("manager").and_then(Value::as_str) == Some(writer.manager.as_str())) {
-                last["subresource"] = json!("scale");
-            }
+        if let Some(Value::Array(entries)) = next.pointer_mut("/metadata/managedFields")
+            && let Some(last) = entries
+                .iter_mut()
+                .rev()
+                .find(|e| e.get("manager").and_then(Value::as_str) == Some(writer.manager.as_str()))
+        {
+            last["subresource"] = json!("scale");
         }
         if writer.dry_run {
             return Ok(scale_of(rt, &next));
@@ -931,38 +1247,74 @@ impl Store {
     }
 
     /// POST pods/{name}/binding: assigns the pod to a node and marks it scheduled.
-    pub fn bind_pod(&self, rt: &ResourceType, namespace: &str, name: &str, binding: &Value, writer: &Writer) -> Result<(), ApiError> {
+    pub fn bind_pod(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        binding: &Value,
+        writer: &Writer,
+    ) -> Result<(), ApiError> {
         let node = binding
             .pointer("/target/name")
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| ApiError::invalid("", "Binding", name, vec![cause("FieldValueRequired", "target.name", "Required value")]))?;
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "",
+                    "Binding",
+                    name,
+                    vec![cause("FieldValueRequired", "target.name", "Required value")],
+                )
+            })?;
         let bucket = self.bucket(&rt.store)?;
         let key = Self::object_key(rt, namespace, name);
         let mut state = bucket.lock();
-        let old = state.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found("", "pods", name))?;
-        if old.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+        let old = state
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("", "pods", name))?;
+        if old
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null())
+        {
             return Err(ApiError::conflict("", "pods", name));
         }
-        if let Some(existing) = old.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        if let Some(existing) = old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
             return Err(ApiError {
                 code: 409,
                 reason: "Conflict",
-                message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{existing}\""),
-                details: Some(Box::new(kausal_core::audit::StatusDetails { name: name.into(), kind: "pods/binding".into(), ..Default::default() })),
+                message: format!(
+                    "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{existing}\""
+                ),
+                details: Some(Box::new(kausal_core::audit::StatusDetails {
+                    name: name.into(),
+                    kind: "pods/binding".into(),
+                    ..Default::default()
+                })),
             });
         }
         let mut next = (*old).clone();
         json_path_set(&mut next, ".spec.nodeName", json!(node));
         let now = self.now_seconds();
-        let status = next.as_object_mut().map(|m| m.entry("status").or_insert(json!({})));
+        let status = next
+            .as_object_mut()
+            .map(|m| m.entry("status").or_insert(json!({})));
         if let Some(status) = status {
             if !status.is_object() {
                 *status = json!({});
             }
-            let conditions = status.as_object_mut().map(|s| s.entry("conditions").or_insert(json!([])));
+            let conditions = status
+                .as_object_mut()
+                .map(|s| s.entry("conditions").or_insert(json!([])));
             if let Some(Value::Array(conditions)) = conditions {
-                conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                conditions
+                    .retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
                 conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
             }
         }
@@ -974,37 +1326,65 @@ impl Store {
     }
 
     /// DELETE with propagation policy, finalizers and (for pods on a node) a grace period.
-    pub fn delete(&self, rt: &ResourceType, namespace: &str, name: &str, opts: &DeleteOptions, writer: &Writer) -> Result<DeleteOutcome, ApiError> {
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        opts: &DeleteOptions,
+        writer: &Writer,
+    ) -> Result<DeleteOutcome, ApiError> {
         let bucket = self.bucket(&rt.store)?;
         let key = Self::object_key(rt, namespace, name);
         let outcome = {
             let mut state = bucket.lock();
-            let old = state.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+            let old = state
+                .objects
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
             if let Some(uid) = &opts.precondition_uid {
                 let actual = meta(&old, "uid").unwrap_or_default();
                 if *uid != actual {
                     return Err(ApiError {
                         code: 409,
                         reason: "Conflict",
-                        message: format!("Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}", super::status::qualified_resource(&rt.group, &rt.plural)),
-                        details: super::status::ApiError::conflict(&rt.group, &rt.plural, name).details,
+                        message: format!(
+                            "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}",
+                            super::status::qualified_resource(&rt.group, &rt.plural)
+                        ),
+                        details: super::status::ApiError::conflict(&rt.group, &rt.plural, name)
+                            .details,
                     });
                 }
             }
-            if let Some(rv) = &opts.precondition_resource_version {
-                if Some(rv.clone()) != meta(&old, "resourceVersion") {
-                    return Err(ApiError::conflict(&rt.group, &rt.plural, name));
-                }
+            if let Some(rv) = &opts.precondition_resource_version
+                && Some(rv.clone()) != meta(&old, "resourceVersion")
+            {
+                return Err(ApiError::conflict(&rt.group, &rt.plural, name));
             }
             let mut next = (*old).clone();
-            let already_terminating = old.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+            let already_terminating = old
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null());
             let policy = match (&opts.propagation_policy, opts.orphan_dependents) {
                 (Some(p), _) => p.clone(),
                 (None, Some(true)) => "Orphan".to_string(),
                 _ => "Background".to_string(),
             };
             if !matches!(policy.as_str(), "Background" | "Foreground" | "Orphan") {
-                return Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", vec![cause("FieldValueNotSupported", "propagationPolicy", format!("Unsupported value: \"{policy}\": supported values: \"Foreground\", \"Background\", \"Orphan\""))]));
+                return Err(ApiError::invalid(
+                    "meta.k8s.io",
+                    "DeleteOptions",
+                    "",
+                    vec![cause(
+                        "FieldValueNotSupported",
+                        "propagationPolicy",
+                        format!(
+                            "Unsupported value: \"{policy}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                        ),
+                    )],
+                ));
             }
             let propagation_finalizer = match policy.as_str() {
                 "Foreground" => Some("foregroundDeletion"),
@@ -1014,20 +1394,24 @@ impl Store {
             if let (Some(f), false) = (propagation_finalizer, already_terminating) {
                 let m = meta_mut(&mut next);
                 let list = m.entry("finalizers").or_insert(json!([]));
-                if let Value::Array(list) = list {
-                    if !list.iter().any(|x| x == f) {
-                        list.push(json!(f));
-                    }
+                if let Value::Array(list) = list
+                    && !list.iter().any(|x| x == f)
+                {
+                    list.push(json!(f));
                 }
             }
-            let finalizers_left = next.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+            let finalizers_left = next
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
             let grace = self.pod_grace_period(rt, &old, opts);
             if finalizers_left || grace.is_some() {
                 if already_terminating && grace.is_none() && next == *old {
                     return Ok(DeleteOutcome::Pending(Self::to_view(rt, &old)));
                 }
                 let grace_seconds = grace.unwrap_or(0);
-                let deletion_time = (self.clock.now() + chrono::Duration::seconds(grace_seconds)).to_rfc3339_opts(SecondsFormat::Secs, true);
+                let deletion_time = (self.clock.now() + chrono::Duration::seconds(grace_seconds))
+                    .to_rfc3339_opts(SecondsFormat::Secs, true);
                 let m = meta_mut(&mut next);
                 if !already_terminating || grace.is_some() {
                     m.insert("deletionTimestamp".into(), json!(deletion_time));
@@ -1042,7 +1426,9 @@ impl Store {
                 if writer.dry_run {
                     return Ok(DeleteOutcome::Deleted(Self::to_view(rt, &old)));
                 }
-                let removed = self.remove(&bucket, &mut state, &key).unwrap_or_else(|| (*old).clone());
+                let removed = self
+                    .remove(&bucket, &mut state, &key)
+                    .unwrap_or_else(|| (*old).clone());
                 DeleteOutcome::Deleted(Self::to_view(rt, &removed))
             }
         };
@@ -1059,29 +1445,57 @@ impl Store {
 
     /// The grace period a pod deletion waits for the kubelet, or None to delete at once.
     /// Only pods bound to a node and still running get one (kube-apiserver's pod strategy).
-    fn pod_grace_period(&self, rt: &ResourceType, pod: &Value, opts: &DeleteOptions) -> Option<i64> {
-        if !self.graceful_pod_deletion || !(rt.group.is_empty() && rt.plural == "pods") {
+    fn pod_grace_period(
+        &self,
+        rt: &ResourceType,
+        pod: &Value,
+        opts: &DeleteOptions,
+    ) -> Option<i64> {
+        if !(self.graceful_pod_deletion && rt.group.is_empty() && rt.plural == "pods") {
             return None;
         }
-        let bound = pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-        let finished = matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+        let bound = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let finished = matches!(
+            pod.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        );
         if !bound || finished {
             return None;
         }
         let grace = opts
             .grace_period_seconds
-            .or_else(|| pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64))
-            .or_else(|| pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .or_else(|| {
+                pod.pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .or_else(|| {
+                pod.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
             .unwrap_or(30);
         if grace <= 0 { None } else { Some(grace) }
     }
 
     /// What the namespace controller does, at once: removes every object in the namespace.
     fn delete_namespace_contents(&self, namespace: &str) {
-        let buckets: Vec<Arc<Bucket>> = self.buckets.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let buckets: Vec<Arc<Bucket>> = self
+            .buckets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for bucket in buckets {
             let mut state = bucket.lock();
-            let keys: Vec<ObjectName> = state.objects.keys().filter(|k| k.namespace == namespace).cloned().collect();
+            let keys: Vec<ObjectName> = state
+                .objects
+                .keys()
+                .filter(|k| k.namespace == namespace)
+                .cloned()
+                .collect();
             for k in keys {
                 self.remove(&bucket, &mut state, &k);
             }
@@ -1090,7 +1504,11 @@ impl Store {
 }
 
 /// Applies a patch of `patch_type` to `target` (the object in the request's view).
-pub fn apply_patch(target: &mut Value, patch_type: PatchType, patch_body: &Value) -> Result<(), String> {
+pub fn apply_patch(
+    target: &mut Value,
+    patch_type: PatchType,
+    patch_body: &Value,
+) -> Result<(), String> {
     match patch_type {
         PatchType::Merge => {
             patch::merge_patch(target, patch_body);
@@ -1103,17 +1521,30 @@ pub fn apply_patch(target: &mut Value, patch_type: PatchType, patch_body: &Value
 
 /// The admission plugins' touches on a new pod: service account, default tolerations, priority.
 fn admit_pod(pod: &mut Value) {
-    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
-    let sa = spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("default").to_string();
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let sa = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
     spec.insert("serviceAccountName".into(), json!(sa));
     spec.insert("serviceAccount".into(), json!(sa));
     spec.entry("enableServiceLinks").or_insert(json!(true));
     spec.entry("priority").or_insert(json!(0));
-    spec.entry("preemptionPolicy").or_insert(json!("PreemptLowerPriority"));
+    spec.entry("preemptionPolicy")
+        .or_insert(json!("PreemptLowerPriority"));
     let tolerations = spec.entry("tolerations").or_insert(json!([]));
     if let Value::Array(list) = tolerations {
-        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
-            if !list.iter().any(|t| t.get("key").and_then(Value::as_str) == Some(key)) {
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
+            if !list
+                .iter()
+                .any(|t| t.get("key").and_then(Value::as_str) == Some(key))
+            {
                 list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
             }
         }
@@ -1125,7 +1556,12 @@ fn mark_crd_established(crd: &mut Value, now: &str) {
     let stored_versions: Vec<Value> = crd
         .pointer("/spec/versions")
         .and_then(Value::as_array)
-        .map(|v| v.iter().filter(|x| x.get("storage").and_then(Value::as_bool) == Some(true)).filter_map(|x| x.get("name").cloned()).collect())
+        .map(|v| {
+            v.iter()
+                .filter(|x| x.get("storage").and_then(Value::as_bool) == Some(true))
+                .filter_map(|x| x.get("name").cloned())
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(m) = crd.as_object_mut() {
         m.insert(
@@ -1145,12 +1581,28 @@ fn mark_crd_established(crd: &mut Value, now: &str) {
 /// The autoscaling/v1 Scale view of a workload (or a custom resource with a scale subresource).
 pub fn scale_of(rt: &ResourceType, obj: &Value) -> Value {
     let spec_path = rt.scale_spec_path.as_deref().unwrap_or(".spec.replicas");
-    let status_path = rt.scale_status_path.as_deref().unwrap_or(".status.replicas");
-    let spec_replicas = json_path_get(obj, spec_path).and_then(Value::as_i64).unwrap_or(0);
-    let status_replicas = json_path_get(obj, status_path).and_then(Value::as_i64).unwrap_or(0);
-    let selector = obj.pointer("/spec/selector").map(label_selector_string).unwrap_or_default();
+    let status_path = rt
+        .scale_status_path
+        .as_deref()
+        .unwrap_or(".status.replicas");
+    let spec_replicas = json_path_get(obj, spec_path)
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let status_replicas = json_path_get(obj, status_path)
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let selector = obj
+        .pointer("/spec/selector")
+        .map(label_selector_string)
+        .unwrap_or_default();
     let mut metadata = json!({});
-    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
         if let Some(v) = obj.get("metadata").and_then(|m| m.get(k)) {
             metadata[k] = v.clone();
         }
@@ -1171,7 +1623,11 @@ mod tests {
     }
 
     fn writer(m: &str) -> Writer {
-        Writer { manager: m.into(), operation: "Update", dry_run: false }
+        Writer {
+            manager: m.into(),
+            operation: "Update",
+            dry_run: false,
+        }
     }
 
     fn deployments(s: &Store) -> ResourceType {
@@ -1188,12 +1644,23 @@ mod tests {
     fn create_sets_server_fields_and_rejects_duplicates() {
         let s = store();
         let rt = deployments(&s);
-        let d = s.create(&rt, "default", demo(), &writer("kubectl-create")).unwrap();
+        let d = s
+            .create(&rt, "default", demo(), &writer("kubectl-create"))
+            .unwrap();
         assert_eq!(d["metadata"]["generation"], 1);
         assert_eq!(d["metadata"]["namespace"], "default");
         assert_eq!(d["metadata"]["uid"].as_str().unwrap().len(), 36);
-        assert!(d["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().is_ok());
-        assert_eq!(d["metadata"]["managedFields"][0]["manager"], "kubectl-create");
+        assert!(
+            d["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .is_ok()
+        );
+        assert_eq!(
+            d["metadata"]["managedFields"][0]["manager"],
+            "kubectl-create"
+        );
         assert_eq!(d["status"], json!({}));
         let e = s.create(&rt, "default", demo(), &writer("x")).unwrap_err();
         assert_eq!((e.code, e.reason), (409, "AlreadyExists"));
@@ -1205,19 +1672,45 @@ mod tests {
     fn stale_update_conflicts_and_spec_changes_bump_generation() {
         let s = store();
         let rt = deployments(&s);
-        let created = s.create(&rt, "default", demo(), &writer("kubectl-create")).unwrap();
+        let created = s
+            .create(&rt, "default", demo(), &writer("kubectl-create"))
+            .unwrap();
         let mut changed = created.clone();
         changed["spec"]["replicas"] = json!(4);
         changed["status"] = json!({"replicas": 99});
-        let updated = s.update(&rt, "default", "demo", changed.clone(), None, &writer("kubectl")).unwrap();
+        let updated = s
+            .update(
+                &rt,
+                "default",
+                "demo",
+                changed.clone(),
+                None,
+                &writer("kubectl"),
+            )
+            .unwrap();
         assert_eq!(updated["metadata"]["generation"], 2);
-        assert_eq!(updated["status"], json!({}), "main-resource writes ignore status");
-        let e = s.update(&rt, "default", "demo", changed, None, &writer("kubectl")).unwrap_err();
+        assert_eq!(
+            updated["status"],
+            json!({}),
+            "main-resource writes ignore status"
+        );
+        let e = s
+            .update(&rt, "default", "demo", changed, None, &writer("kubectl"))
+            .unwrap_err();
         assert_eq!((e.code, e.reason), (409, "Conflict"));
         let mut status = updated.clone();
         status["status"] = json!({"replicas": 4});
         status["spec"]["replicas"] = json!(10);
-        let after = s.update(&rt, "default", "demo", status, Some(Subresource::Status), &writer("kube-controller-manager")).unwrap();
+        let after = s
+            .update(
+                &rt,
+                "default",
+                "demo",
+                status,
+                Some(Subresource::Status),
+                &writer("kube-controller-manager"),
+            )
+            .unwrap();
         assert_eq!(after["metadata"]["generation"], 2);
         assert_eq!(after["spec"]["replicas"], 4);
         assert_eq!(after["status"]["replicas"], 4);
@@ -1228,8 +1721,13 @@ mod tests {
         let s = store();
         let rt = deployments(&s);
         let created = s.create(&rt, "default", demo(), &writer("a")).unwrap();
-        let same = s.update(&rt, "default", "demo", created.clone(), None, &writer("a")).unwrap();
-        assert_eq!(same["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"]);
+        let same = s
+            .update(&rt, "default", "demo", created.clone(), None, &writer("a"))
+            .unwrap();
+        assert_eq!(
+            same["metadata"]["resourceVersion"],
+            created["metadata"]["resourceVersion"]
+        );
     }
 
     #[test]
@@ -1237,16 +1735,36 @@ mod tests {
         let s = store();
         let rt = deployments(&s);
         let created = s.create(&rt, "default", demo(), &writer("a")).unwrap();
-        let rv: u64 = created["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-        s.patch(&rt, "default", "demo", PatchType::Merge, &json!({"spec": {"replicas": 3}}), None, &writer("a")).unwrap();
+        let rv: u64 = created["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        s.patch(
+            &rt,
+            "default",
+            "demo",
+            PatchType::Merge,
+            &json!({"spec": {"replicas": 3}}),
+            None,
+            &writer("a"),
+        )
+        .unwrap();
         let sub = s.watch(&rt, WatchStart::After(rv)).unwrap();
         assert_eq!(sub.backlog.len(), 1);
         assert_eq!(sub.backlog[0].event_type, WatchEventType::Modified);
-        assert!(sub.backlog[0].line.starts_with(b"{\"type\":\"MODIFIED\",\"object\":{"));
+        assert!(
+            sub.backlog[0]
+                .line
+                .starts_with(b"{\"type\":\"MODIFIED\",\"object\":{")
+        );
         s.force_compact();
         let e = s.watch(&rt, WatchStart::After(rv)).err().unwrap();
         assert_eq!((e.code, e.reason), (410, "Expired"));
-        assert!(s.watch(&rt, WatchStart::After(s.current_resource_version())).is_ok());
+        assert!(
+            s.watch(&rt, WatchStart::After(s.current_resource_version()))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -1256,10 +1774,30 @@ mod tests {
         let mut d = demo();
         d["metadata"]["finalizers"] = json!(["example.com/hold"]);
         s.create(&rt, "default", d, &writer("a")).unwrap();
-        let pending = s.delete(&rt, "default", "demo", &DeleteOptions::default(), &writer("a")).unwrap();
-        let DeleteOutcome::Pending(obj) = pending else { panic!("expected pending") };
+        let pending = s
+            .delete(
+                &rt,
+                "default",
+                "demo",
+                &DeleteOptions::default(),
+                &writer("a"),
+            )
+            .unwrap();
+        let DeleteOutcome::Pending(obj) = pending else {
+            panic!("expected pending")
+        };
         assert!(obj["metadata"]["deletionTimestamp"].is_string());
-        let gone = s.patch(&rt, "default", "demo", PatchType::Merge, &json!({"metadata": {"finalizers": null}}), None, &writer("a")).unwrap();
+        let gone = s
+            .patch(
+                &rt,
+                "default",
+                "demo",
+                PatchType::Merge,
+                &json!({"metadata": {"finalizers": null}}),
+                None,
+                &writer("a"),
+            )
+            .unwrap();
         assert!(gone["metadata"]["deletionTimestamp"].is_string());
         assert_eq!(s.get(&rt, "default", "demo").unwrap_err().code, 404);
     }
@@ -1269,8 +1807,12 @@ mod tests {
         let s = store();
         let rt = deployments(&s);
         s.create(&rt, "default", demo(), &writer("a")).unwrap();
-        let opts = DeleteOptions { propagation_policy: Some("Foreground".into()), ..Default::default() };
-        s.delete(&rt, "default", "demo", &opts, &writer("a")).unwrap();
+        let opts = DeleteOptions {
+            propagation_policy: Some("Foreground".into()),
+            ..Default::default()
+        };
+        s.delete(&rt, "default", "demo", &opts, &writer("a"))
+            .unwrap();
         let obj = s.get(&rt, "default", "demo").unwrap();
         assert_eq!(obj["metadata"]["finalizers"], json!(["foregroundDeletion"]));
     }
@@ -1280,16 +1822,51 @@ mod tests {
         let s = store();
         let pods = s.resource_type("", "v1", "pods").unwrap();
         let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
-        s.create(&pods, "default", pod.clone(), &writer("a")).unwrap();
-        s.bind_pod(&pods, "default", "p", &json!({"target": {"kind": "Node", "name": "node-1"}}), &writer("kube-scheduler")).unwrap();
+        s.create(&pods, "default", pod.clone(), &writer("a"))
+            .unwrap();
+        s.bind_pod(
+            &pods,
+            "default",
+            "p",
+            &json!({"target": {"kind": "Node", "name": "node-1"}}),
+            &writer("kube-scheduler"),
+        )
+        .unwrap();
         let bound = s.get(&pods, "default", "p").unwrap();
         assert_eq!(bound["spec"]["nodeName"], "node-1");
         assert_eq!(bound["status"]["conditions"][0]["type"], "PodScheduled");
-        assert!(matches!(s.delete(&pods, "default", "p", &DeleteOptions::default(), &writer("a")).unwrap(), DeleteOutcome::Pending(_)));
-        let now = DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
-        assert!(matches!(s.delete(&pods, "default", "p", &now, &writer("kubelet")).unwrap(), DeleteOutcome::Deleted(_)));
+        assert!(matches!(
+            s.delete(
+                &pods,
+                "default",
+                "p",
+                &DeleteOptions::default(),
+                &writer("a")
+            )
+            .unwrap(),
+            DeleteOutcome::Pending(_)
+        ));
+        let now = DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            s.delete(&pods, "default", "p", &now, &writer("kubelet"))
+                .unwrap(),
+            DeleteOutcome::Deleted(_)
+        ));
         s.create(&pods, "default", pod, &writer("a")).unwrap();
-        assert!(matches!(s.delete(&pods, "default", "p", &DeleteOptions::default(), &writer("a")).unwrap(), DeleteOutcome::Deleted(_)));
+        assert!(matches!(
+            s.delete(
+                &pods,
+                "default",
+                "p",
+                &DeleteOptions::default(),
+                &writer("a")
+            )
+            .unwrap(),
+            DeleteOutcome::Deleted(_)
+        ));
     }
 
     #[test]
@@ -1301,16 +1878,25 @@ mod tests {
         assert_eq!(scale["spec"]["replicas"], 2);
         assert_eq!(scale["status"]["selector"], "app=demo");
         let out = s
-            .update_scale(&rt, "default", "demo", |mut sc| {
-                sc["spec"]["replicas"] = json!(4);
-                Ok(sc)
-            }, &writer("kubectl"))
+            .update_scale(
+                &rt,
+                "default",
+                "demo",
+                |mut sc| {
+                    sc["spec"]["replicas"] = json!(4);
+                    Ok(sc)
+                },
+                &writer("kubectl"),
+            )
             .unwrap();
         assert_eq!(out["spec"]["replicas"], 4);
         let d = s.get(&rt, "default", "demo").unwrap();
         assert_eq!(d["metadata"]["generation"], 2);
         let mf = d["metadata"]["managedFields"].as_array().unwrap();
-        assert!(mf.iter().any(|e| e["manager"] == "kubectl" && e["subresource"] == "scale"));
+        assert!(
+            mf.iter()
+                .any(|e| e["manager"] == "kubectl" && e["subresource"] == "scale")
+        );
     }
 
     #[test]
@@ -1318,13 +1904,26 @@ mod tests {
         let s = store();
         let cms = s.resource_type("", "v1", "configmaps").unwrap();
         for i in 0..5 {
-            s.create(&cms, "default", json!({"metadata": {"name": format!("cm-{i}"), "labels": {"i": i.to_string()}}}), &writer("a")).unwrap();
+            s.create(
+                &cms,
+                "default",
+                json!({"metadata": {"name": format!("cm-{i}"), "labels": {"i": i.to_string()}}}),
+                &writer("a"),
+            )
+            .unwrap();
         }
-        let opts = ListOptions { limit: Some(2), ..Default::default() };
+        let opts = ListOptions {
+            limit: Some(2),
+            ..Default::default()
+        };
         let page1 = s.list(&cms, Some("default"), &opts).unwrap();
         assert_eq!(page1.items.len(), 2);
         assert_eq!(page1.remaining_item_count, Some(3));
-        let opts2 = ListOptions { limit: Some(10), continue_token: page1.continue_token.clone(), ..Default::default() };
+        let opts2 = ListOptions {
+            limit: Some(10),
+            continue_token: page1.continue_token.clone(),
+            ..Default::default()
+        };
         let page2 = s.list(&cms, Some("default"), &opts2).unwrap();
         assert_eq!(page2.items.len(), 3);
         assert_eq!(page2.items[0]["metadata"]["name"], "cm-2");
@@ -1339,26 +1938,46 @@ mod tests {
         let ev = json!({"metadata": {"name": "p.1"}, "eventTime": "2024-01-01T00:00:00.000001Z", "reason": "Scheduled",
             "regarding": {"kind": "Pod", "name": "p"}, "note": "assigned", "type": "Normal",
             "reportingController": "default-scheduler", "reportingInstance": "default-scheduler-node-0", "action": "Binding"});
-        s.create(&v1, "default", ev, &writer("kube-scheduler")).unwrap();
+        s.create(&v1, "default", ev, &writer("kube-scheduler"))
+            .unwrap();
         let c = s.get(&core, "default", "p.1").unwrap();
         assert_eq!(c["involvedObject"]["name"], "p");
         assert_eq!(c["message"], "assigned");
-        assert_eq!(c["metadata"]["managedFields"][0]["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(
+            c["metadata"]["managedFields"][0]["apiVersion"],
+            "events.k8s.io/v1"
+        );
         assert!(c["metadata"]["managedFields"][0]["fieldsV1"]["f:note"].is_object());
     }
 
     #[test]
     fn crd_creation_serves_its_resource() {
         let s = store();
-        let crds = s.resource_type("apiextensions.k8s.io", "v1", "customresourcedefinitions").unwrap();
+        let crds = s
+            .resource_type("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .unwrap();
         let crd = json!({"metadata": {"name": "widgets.example.com"}, "spec": {"group": "example.com", "scope": "Namespaced",
             "names": {"plural": "widgets", "kind": "Widget"}, "versions": [{"name": "v1", "served": true, "storage": true}]}});
         s.create(&crds, "", crd, &writer("kubectl")).unwrap();
         let widgets = s.resource_type("example.com", "v1", "widgets").unwrap();
-        let w = s.create(&widgets, "default", json!({"metadata": {"name": "w1"}, "spec": {"size": 1}}), &writer("kubectl")).unwrap();
+        let w = s
+            .create(
+                &widgets,
+                "default",
+                json!({"metadata": {"name": "w1"}, "spec": {"size": 1}}),
+                &writer("kubectl"),
+            )
+            .unwrap();
         assert_eq!(w["kind"], "Widget");
         assert_eq!(w["apiVersion"], "example.com/v1");
-        s.delete(&crds, "", "widgets.example.com", &DeleteOptions::default(), &writer("kubectl")).unwrap();
+        s.delete(
+            &crds,
+            "",
+            "widgets.example.com",
+            &DeleteOptions::default(),
+            &writer("kubectl"),
+        )
+        .unwrap();
         assert!(s.resource_type("example.com", "v1", "widgets").is_none());
     }
 
@@ -1367,9 +1986,17 @@ mod tests {
         let s = store();
         let ns = s.resource_type("", "v1", "namespaces").unwrap();
         let cms = s.resource_type("", "v1", "configmaps").unwrap();
-        s.create(&ns, "", json!({"metadata": {"name": "team"}}), &writer("a")).unwrap();
-        s.create(&cms, "team", json!({"metadata": {"name": "c"}}), &writer("a")).unwrap();
-        s.delete(&ns, "", "team", &DeleteOptions::default(), &writer("a")).unwrap();
+        s.create(&ns, "", json!({"metadata": {"name": "team"}}), &writer("a"))
+            .unwrap();
+        s.create(
+            &cms,
+            "team",
+            json!({"metadata": {"name": "c"}}),
+            &writer("a"),
+        )
+        .unwrap();
+        s.delete(&ns, "", "team", &DeleteOptions::default(), &writer("a"))
+            .unwrap();
         assert!(s.list_stored("", "configmaps", Some("team")).is_empty());
     }
 }

@@ -10,7 +10,9 @@ use super::resources::ResourceType;
 
 /// Whether the Accept header asks for a Table (kubectl lists it first, JSON as the fallback).
 pub fn wants_table(accept: &str) -> bool {
-    accept.split(',').any(|part| part.contains("as=Table") && part.contains("g=meta.k8s.io"))
+    accept
+        .split(',')
+        .any(|part| part.contains("as=Table") && part.contains("g=meta.k8s.io"))
 }
 
 /// `includeObject` query parameter.
@@ -40,7 +42,11 @@ pub fn human_duration(seconds: i64) -> String {
     let minutes = s / 60;
     if minutes < 10 {
         let rem = s % 60;
-        return if rem == 0 { format!("{minutes}m") } else { format!("{minutes}m{rem}s") };
+        return if rem == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{rem}s")
+        };
     }
     if minutes < 60 * 3 {
         return format!("{minutes}m");
@@ -48,14 +54,22 @@ pub fn human_duration(seconds: i64) -> String {
     let hours = minutes / 60;
     if hours < 8 {
         let rem = minutes % 60;
-        return if rem == 0 { format!("{hours}h") } else { format!("{hours}h{rem}m") };
+        return if rem == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{rem}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
         let rem = hours % 24;
-        return if rem == 0 { format!("{}d", hours / 24) } else { format!("{}d{rem}h", hours / 24) };
+        return if rem == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{rem}h", hours / 24)
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
@@ -64,7 +78,10 @@ pub fn human_duration(seconds: i64) -> String {
 }
 
 fn age(ts: Option<&Value>, now: DateTime<Utc>) -> String {
-    match ts.and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
+    match ts
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+    {
         Some(t) => human_duration((now - t.with_timezone(&Utc)).num_seconds()),
         None => "<unknown>".to_string(),
     }
@@ -82,24 +99,53 @@ fn text(v: Option<&Value>) -> String {
     v.and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
-fn columns_and_cells(rt: &ResourceType, obj: &Value, now: DateTime<Utc>) -> (Vec<Value>, Vec<Value>) {
+fn columns_and_cells(
+    rt: &ResourceType,
+    obj: &Value,
+    now: DateTime<Utc>,
+) -> (Vec<Value>, Vec<Value>) {
     let name = text(obj.pointer("/metadata/name"));
     let created = age(obj.pointer("/metadata/creationTimestamp"), now);
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "pods") => {
-            let statuses = obj.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
-            let total = obj.pointer("/spec/containers").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-            let ready = statuses.iter().filter(|s| s.get("ready").and_then(Value::as_bool) == Some(true)).count();
+            let statuses = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = obj
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .unwrap_or(0);
+            let ready = statuses
+                .iter()
+                .filter(|s| s.get("ready").and_then(Value::as_bool) == Some(true))
+                .count();
             let restarts: i64 = statuses.iter().map(|s| int(s.get("restartCount"))).sum();
-            let waiting = statuses.iter().find_map(|s| s.pointer("/state/waiting/reason").and_then(Value::as_str).map(str::to_string));
-            let terminating = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+            let waiting = statuses.iter().find_map(|s| {
+                s.pointer("/state/waiting/reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+            let terminating = obj
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null());
             let status = if terminating {
                 "Terminating".to_string()
             } else {
                 waiting.unwrap_or_else(|| text(obj.pointer("/status/phase")))
             };
-            let ip = obj.pointer("/status/podIP").and_then(Value::as_str).unwrap_or("<none>").to_string();
-            let node = obj.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("<none>").to_string();
+            let ip = obj
+                .pointer("/status/podIP")
+                .and_then(Value::as_str)
+                .unwrap_or("<none>")
+                .to_string();
+            let node = obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("<none>")
+                .to_string();
             (
                 vec![
                     column("Name", "string", "name", 0),
@@ -110,7 +156,15 @@ fn columns_and_cells(rt: &ResourceType, obj: &Value, now: DateTime<Utc>) -> (Vec
                     column("IP", "string", "", 1),
                     column("Node", "string", "", 1),
                 ],
-                vec![json!(name), json!(format!("{ready}/{total}")), json!(status), json!(restarts.to_string()), json!(created), json!(ip), json!(node)],
+                vec![
+                    json!(name),
+                    json!(format!("{ready}/{total}")),
+                    json!(status),
+                    json!(restarts.to_string()),
+                    json!(created),
+                    json!(ip),
+                    json!(node),
+                ],
             )
         }
         ("apps", "deployments") => {
@@ -127,7 +181,10 @@ fn columns_and_cells(rt: &ResourceType, obj: &Value, now: DateTime<Utc>) -> (Vec
                 ],
                 vec![
                     json!(name),
-                    json!(format!("{}/{desired}", int(obj.pointer("/status/readyReplicas")))),
+                    json!(format!(
+                        "{}/{desired}",
+                        int(obj.pointer("/status/readyReplicas"))
+                    )),
                     json!(int(obj.pointer("/status/updatedReplicas"))),
                     json!(int(obj.pointer("/status/availableReplicas"))),
                     json!(created),
@@ -171,19 +228,42 @@ fn columns_and_cells(rt: &ResourceType, obj: &Value, now: DateTime<Utc>) -> (Vec
                     column("Object", "string", "", 0),
                     column("Message", "string", "", 0),
                 ],
-                vec![json!(age(last, now)), json!(text(obj.get("type"))), json!(text(obj.get("reason"))), json!(object), json!(message)],
+                vec![
+                    json!(age(last, now)),
+                    json!(text(obj.get("type"))),
+                    json!(text(obj.get("reason"))),
+                    json!(object),
+                    json!(message),
+                ],
             )
         }
         ("", "namespaces") => (
-            vec![column("Name", "string", "name", 0), column("Status", "string", "", 0), column("Age", "string", "", 0)],
-            vec![json!(name), json!(text(obj.pointer("/status/phase"))), json!(created)],
+            vec![
+                column("Name", "string", "name", 0),
+                column("Status", "string", "", 0),
+                column("Age", "string", "", 0),
+            ],
+            vec![
+                json!(name),
+                json!(text(obj.pointer("/status/phase"))),
+                json!(created),
+            ],
         ),
         ("", "nodes") => {
             let ready = obj
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
-                .and_then(|c| c.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")))
-                .map(|c| if c.get("status").and_then(Value::as_str) == Some("True") { "Ready" } else { "NotReady" })
+                .and_then(|c| {
+                    c.iter()
+                        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+                })
+                .map(|c| {
+                    if c.get("status").and_then(Value::as_str) == Some("True") {
+                        "Ready"
+                    } else {
+                        "NotReady"
+                    }
+                })
                 .unwrap_or("Unknown");
             (
                 vec![
@@ -193,17 +273,34 @@ fn columns_and_cells(rt: &ResourceType, obj: &Value, now: DateTime<Utc>) -> (Vec
                     column("Age", "string", "", 0),
                     column("Version", "string", "", 0),
                 ],
-                vec![json!(name), json!(ready), json!("<none>"), json!(created), json!(text(obj.pointer("/status/nodeInfo/kubeletVersion")))],
+                vec![
+                    json!(name),
+                    json!(ready),
+                    json!("<none>"),
+                    json!(created),
+                    json!(text(obj.pointer("/status/nodeInfo/kubeletVersion"))),
+                ],
             )
         }
-        _ => (vec![column("Name", "string", "name", 0), column("Age", "string", "", 0)], vec![json!(name), json!(created)]),
+        _ => (
+            vec![
+                column("Name", "string", "name", 0),
+                column("Age", "string", "", 0),
+            ],
+            vec![json!(name), json!(created)],
+        ),
     }
 }
 
 fn containers(obj: &Value, field: &str) -> String {
     obj.pointer("/spec/template/spec/containers")
         .and_then(Value::as_array)
-        .map(|cs| cs.iter().filter_map(|c| c.get(field).and_then(Value::as_str)).collect::<Vec<_>>().join(","))
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get(field).and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default()
 }
 
@@ -212,7 +309,13 @@ fn partial_metadata(obj: &Value) -> Value {
 }
 
 /// A `meta.k8s.io/v1` Table of `items` (one row each).
-pub fn table(rt: &ResourceType, items: &[Value], list_metadata: Value, include: IncludeObject, now: DateTime<Utc>) -> Value {
+pub fn table(
+    rt: &ResourceType,
+    items: &[Value],
+    list_metadata: Value,
+    include: IncludeObject,
+    now: DateTime<Utc>,
+) -> Value {
     let mut columns = None;
     let mut rows = Vec::with_capacity(items.len());
     for obj in items {
@@ -252,12 +355,20 @@ mod tests {
         let d = json!({"metadata": {"name": "demo", "creationTimestamp": (now - chrono::Duration::seconds(30)).to_rfc3339()},
             "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "alpine", "image": "alpine:3.16"}]}}},
             "status": {"readyReplicas": 1, "updatedReplicas": 2, "availableReplicas": 1}});
-        let t = table(rt, &[d], json!({"resourceVersion": "5"}), IncludeObject::Metadata, now);
+        let t = table(
+            rt,
+            &[d],
+            json!({"resourceVersion": "5"}),
+            IncludeObject::Metadata,
+            now,
+        );
         assert_eq!(t["columnDefinitions"][1]["name"], "Ready");
         assert_eq!(t["rows"][0]["cells"][1], "1/2");
         assert_eq!(t["rows"][0]["cells"][4], "30s");
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
-        assert!(wants_table("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"));
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
         assert!(!wants_table("application/json"));
     }
 }

@@ -25,12 +25,20 @@ pub struct LogConfig {
 
 impl LogConfig {
     pub fn new(path: impl Into<PathBuf>) -> LogConfig {
-        LogConfig { path: path.into(), max_size_bytes: 100 * 1024 * 1024, max_backups: 0 }
+        LogConfig {
+            path: path.into(),
+            max_size_bytes: 100 * 1024 * 1024,
+            max_backups: 0,
+        }
     }
 
     /// Sizes in megabytes as the apiserver flag spells them.
     pub fn with_max_size_mb(mut self, megabytes: u64) -> LogConfig {
-        self.max_size_bytes = if megabytes == 0 { 100 * 1024 * 1024 } else { megabytes * 1024 * 1024 };
+        self.max_size_bytes = if megabytes == 0 {
+            100 * 1024 * 1024
+        } else {
+            megabytes * 1024 * 1024
+        };
         self
     }
 }
@@ -48,7 +56,11 @@ pub struct LogBackend {
 /// The name a rotated file gets: `audit-2024-01-02T03-04-05.678.log` next to `audit.log`.
 pub fn backup_name(path: &Path, at: chrono::DateTime<chrono::Utc>) -> PathBuf {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("audit");
-    let ext = path.extension().and_then(|s| s.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+    let ext = path
+        .extension()
+        .and_then(|s| s.to_str())
+        .map(|e| format!(".{e}"))
+        .unwrap_or_default();
     let stamp = at.format("%Y-%m-%dT%H-%M-%S%.3f");
     path.with_file_name(format!("{stem}-{stamp}{ext}"))
 }
@@ -59,13 +71,18 @@ impl LogBackend {
             Sink::Stdout
         } else {
             if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs::create_dir_all(dir).map_err(|e| AuditError::Log(format!("cannot create {}: {e}", dir.display())))?;
+                fs::create_dir_all(dir).map_err(|e| {
+                    AuditError::Log(format!("cannot create {}: {e}", dir.display()))
+                })?;
             }
             let file = open_append(&config.path)?;
             let size = file.metadata().map(|m| m.len()).unwrap_or(0);
             Sink::File { file, size }
         };
-        Ok(LogBackend { config, sink: Mutex::new(sink) })
+        Ok(LogBackend {
+            config,
+            sink: Mutex::new(sink),
+        })
     }
 
     /// Writes each event as one line, rotating first when a line would overflow the file.
@@ -74,18 +91,23 @@ impl LogBackend {
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
         for event in events {
             buf.clear();
-            serde_json::to_writer(&mut buf, &with_type_meta(event)).map_err(|e| AuditError::Log(format!("cannot encode audit event: {e}")))?;
+            serde_json::to_writer(&mut buf, &with_type_meta(event))
+                .map_err(|e| AuditError::Log(format!("cannot encode audit event: {e}")))?;
             buf.push(b'\n');
             match &mut *sink {
                 Sink::Stdout => {
-                    std::io::stdout().write_all(&buf).map_err(|e| AuditError::Log(format!("cannot write audit event to stdout: {e}")))?;
+                    std::io::stdout().write_all(&buf).map_err(|e| {
+                        AuditError::Log(format!("cannot write audit event to stdout: {e}"))
+                    })?;
                 }
                 Sink::File { file, size } => {
                     if *size > 0 && *size + buf.len() as u64 > self.config.max_size_bytes {
                         *file = self.rotate()?;
                         *size = 0;
                     }
-                    file.write_all(&buf).map_err(|e| AuditError::Log(format!("cannot write {}: {e}", self.config.path.display())))?;
+                    file.write_all(&buf).map_err(|e| {
+                        AuditError::Log(format!("cannot write {}: {e}", self.config.path.display()))
+                    })?;
                     *size += buf.len() as u64;
                 }
             }
@@ -96,7 +118,13 @@ impl LogBackend {
     fn rotate(&self) -> Result<File, AuditError> {
         let path = &self.config.path;
         let backup = backup_name(path, chrono::Utc::now());
-        fs::rename(path, &backup).map_err(|e| AuditError::Log(format!("cannot rotate {} to {}: {e}", path.display(), backup.display())))?;
+        fs::rename(path, &backup).map_err(|e| {
+            AuditError::Log(format!(
+                "cannot rotate {} to {}: {e}",
+                path.display(),
+                backup.display()
+            ))
+        })?;
         tracing::debug!(backup = %backup.display(), "audit log rotated");
         if self.config.max_backups > 0 {
             self.prune_backups();
@@ -106,13 +134,26 @@ impl LogBackend {
 
     fn prune_backups(&self) {
         let path = &self.config.path;
-        let (Some(dir), Some(stem)) = (path.parent(), path.file_stem().and_then(|s| s.to_str())) else { return };
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let (Some(dir), Some(stem)) = (path.parent(), path.file_stem().and_then(|s| s.to_str()))
+        else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         let prefix = format!("{stem}-");
-        let Ok(entries) = fs::read_dir(dir) else { return };
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
         let mut backups: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix)))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+            })
             .collect();
         // Timestamped names sort chronologically.
         backups.sort();
@@ -175,7 +216,12 @@ mod tests {
     fn rotates_by_size_and_keeps_max_backups() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let backend = LogBackend::open(LogConfig { path: path.clone(), max_size_bytes: 400, max_backups: 2 }).unwrap();
+        let backend = LogBackend::open(LogConfig {
+            path: path.clone(),
+            max_size_bytes: 400,
+            max_backups: 2,
+        })
+        .unwrap();
         for i in 0..20 {
             backend.write(&[event(i)]).unwrap();
             // distinct backup timestamps need distinct milliseconds
@@ -187,13 +233,21 @@ mod tests {
             let e = kausal_core::audit::decode_event(line.as_bytes()).unwrap();
             assert_eq!(e.kind.as_deref(), Some("Event"));
         }
-        let backups = fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name() != "audit.log").count();
+        let backups = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != "audit.log")
+            .count();
         assert_eq!(backups, 2);
     }
 
     #[test]
     fn backup_names_follow_lumberjack() {
-        let at = chrono::DateTime::parse_from_rfc3339("2024-01-02T03:04:05.678Z").unwrap().with_timezone(&chrono::Utc);
-        assert_eq!(backup_name(Path::new("/var/log/audit.log"), at), PathBuf::from("/var/log/audit-2024-01-02T03-04-05.678.log"));
+        let at = chrono::DateTime::parse_from_rfc3339("2024-01-02T03:04:05.678Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            backup_name(Path::new("/var/log/audit.log"), at),
+            PathBuf::from("/var/log/audit-2024-01-02T03-04-05.678.log")
+        );
     }
 }

@@ -18,7 +18,9 @@ use serde_json::Value;
 
 pub use self::log::{LogBackend, LogConfig};
 pub use self::policy::{AuditDecision, Policy, PolicyError, RequestAttributes};
-pub use self::webhook::{BatchConfig, WebhookBackend, WebhookConfig, WebhookMode, WebhookStats, WebhookTarget};
+pub use self::webhook::{
+    BatchConfig, WebhookBackend, WebhookConfig, WebhookMode, WebhookStats, WebhookTarget,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -56,12 +58,24 @@ impl Auditor {
         let policy = config.policy.unwrap_or_else(Policy::default_policy);
         let log = config.log.map(LogBackend::open).transpose()?;
         let webhook = config.webhook.map(WebhookBackend::start).transpose()?;
-        Ok(Auditor { policy, log, webhook, events_emitted: AtomicU64::new(0), events_failed: AtomicU64::new(0) })
+        Ok(Auditor {
+            policy,
+            log,
+            webhook,
+            events_emitted: AtomicU64::new(0),
+            events_failed: AtomicU64::new(0),
+        })
     }
 
     /// An auditor with no backends (records nothing).
     pub fn disabled() -> Auditor {
-        Auditor { policy: Policy::default_policy(), log: None, webhook: None, events_emitted: AtomicU64::new(0), events_failed: AtomicU64::new(0) }
+        Auditor {
+            policy: Policy::default_policy(),
+            log: None,
+            webhook: None,
+            events_emitted: AtomicU64::new(0),
+            events_failed: AtomicU64::new(0),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -70,32 +84,38 @@ impl Auditor {
 
     pub fn decide(&self, attrs: &RequestAttributes<'_>) -> AuditDecision {
         if !self.enabled() {
-            return AuditDecision { level: Level::None, omit_stages: Vec::new(), omit_managed_fields: false };
+            return AuditDecision {
+                level: Level::None,
+                omit_stages: Vec::new(),
+                omit_managed_fields: false,
+            };
         }
         self.policy.evaluate(attrs)
     }
 
     /// Whether a failure to record RequestReceived must fail the request (`blocking-strict`).
     pub fn strict(&self) -> bool {
-        self.webhook.as_ref().is_some_and(|w| w.mode() == WebhookMode::BlockingStrict)
+        self.webhook
+            .as_ref()
+            .is_some_and(|w| w.mode() == WebhookMode::BlockingStrict)
     }
 
     /// Hands one event to every backend; the first error is returned after all were tried.
     pub async fn emit(&self, event: Event) -> Result<(), AuditError> {
         self.events_emitted.fetch_add(1, Ordering::Relaxed);
         let mut result = Ok(());
-        if let Some(log) = &self.log {
-            if let Err(e) = log.write(std::slice::from_ref(&event)) {
-                tracing::error!(error = %e, "audit log write failed");
-                result = Err(e);
-            }
+        if let Some(log) = &self.log
+            && let Err(e) = log.write(std::slice::from_ref(&event))
+        {
+            tracing::error!(error = %e, "audit log write failed");
+            result = Err(e);
         }
-        if let Some(webhook) = &self.webhook {
-            if let Err(e) = webhook.process(vec![event]).await {
-                tracing::error!(error = %e, "audit webhook failed");
-                if result.is_ok() {
-                    result = Err(e);
-                }
+        if let Some(webhook) = &self.webhook
+            && let Err(e) = webhook.process(vec![event]).await
+        {
+            tracing::error!(error = %e, "audit webhook failed");
+            if result.is_ok() {
+                result = Err(e);
             }
         }
         if result.is_err() {
@@ -139,10 +159,12 @@ pub fn authorization_reason(user: &UserInfo) -> String {
     if user.groups.iter().any(|g| g == "system:masters") {
         return "RBAC: allowed by ClusterRoleBinding \"cluster-admin\" of ClusterRole \"cluster-admin\" to Group \"system:masters\"".to_string();
     }
-    if let Some(rest) = user.username.strip_prefix("system:serviceaccount:") {
-        if let Some((ns, name)) = rest.split_once(':') {
-            return format!("RBAC: allowed by ClusterRoleBinding \"system:controller:{name}\" of ClusterRole \"system:controller:{name}\" to ServiceAccount \"{name}/{ns}\"");
-        }
+    if let Some(rest) = user.username.strip_prefix("system:serviceaccount:")
+        && let Some((ns, name)) = rest.split_once(':')
+    {
+        return format!(
+            "RBAC: allowed by ClusterRoleBinding \"system:controller:{name}\" of ClusterRole \"system:controller:{name}\" to ServiceAccount \"{name}/{ns}\""
+        );
     }
     if user.username.starts_with("system:node:") {
         // The Node authorizer allows kubelets and gives no reason.
@@ -150,7 +172,9 @@ pub fn authorization_reason(user: &UserInfo) -> String {
     }
     if user.username.starts_with("system:") {
         let u = &user.username;
-        return format!("RBAC: allowed by ClusterRoleBinding \"{u}\" of ClusterRole \"{u}\" to User \"{u}\"");
+        return format!(
+            "RBAC: allowed by ClusterRoleBinding \"{u}\" of ClusterRole \"{u}\" to User \"{u}\""
+        );
     }
     String::new()
 }
@@ -240,7 +264,12 @@ impl AuditRecord {
             return;
         }
         if let (Some(r), Some(meta)) = (self.event.object_ref.as_mut(), object.get("metadata")) {
-            let field = |k: &str| meta.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let field = |k: &str| {
+                meta.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             if r.name.is_empty() {
                 r.name = field("name");
             }
@@ -314,16 +343,31 @@ mod tests {
 
     fn record(level: Level) -> AuditRecord {
         AuditRecord::new(
-            AuditDecision { level, omit_stages: vec![], omit_managed_fields: false },
+            AuditDecision {
+                level,
+                omit_stages: vec![],
+                omit_managed_fields: false,
+            },
             RequestFacts {
                 audit_id: "id".into(),
                 request_uri: "/apis/apps/v1/namespaces/default/deployments/demo".into(),
                 verb: "update".into(),
-                user: UserInfo { username: "kubernetes-admin".into(), groups: vec!["system:masters".into()], ..Default::default() },
+                user: UserInfo {
+                    username: "kubernetes-admin".into(),
+                    groups: vec!["system:masters".into()],
+                    ..Default::default()
+                },
                 impersonated_user: None,
                 source_ips: vec!["127.0.0.1".into()],
                 user_agent: "kubectl/v1.32.4".into(),
-                object_ref: Some(ObjectReference { resource: "deployments".into(), namespace: "default".into(), name: "demo".into(), api_group: "apps".into(), api_version: "v1".into(), ..Default::default() }),
+                object_ref: Some(ObjectReference {
+                    resource: "deployments".into(),
+                    namespace: "default".into(),
+                    name: "demo".into(),
+                    api_group: "apps".into(),
+                    api_version: "v1".into(),
+                    ..Default::default()
+                }),
                 received: Utc::now(),
             },
         )
@@ -353,19 +397,33 @@ mod tests {
         let done = rr.event(Stage::ResponseComplete, Utc::now()).unwrap();
         assert!(done.response_object.is_some());
         assert_eq!(done.stage_timestamp.unwrap().nanosecond() % 1000, 0);
-        assert!(record(Level::None).event(Stage::ResponseComplete, Utc::now()).is_none());
+        assert!(
+            record(Level::None)
+                .event(Stage::ResponseComplete, Utc::now())
+                .is_none()
+        );
     }
 
     #[test]
     fn authorization_reasons_name_the_binding() {
-        let admin = UserInfo { username: "kubernetes-admin".into(), groups: vec!["system:masters".into()], ..Default::default() };
+        let admin = UserInfo {
+            username: "kubernetes-admin".into(),
+            groups: vec!["system:masters".into()],
+            ..Default::default()
+        };
         assert!(authorization_reason(&admin).contains("cluster-admin"));
-        let sa = UserInfo { username: "system:serviceaccount:kube-system:deployment-controller".into(), ..Default::default() };
+        let sa = UserInfo {
+            username: "system:serviceaccount:kube-system:deployment-controller".into(),
+            ..Default::default()
+        };
         assert_eq!(
             authorization_reason(&sa),
             "RBAC: allowed by ClusterRoleBinding \"system:controller:deployment-controller\" of ClusterRole \"system:controller:deployment-controller\" to ServiceAccount \"deployment-controller/kube-system\""
         );
-        let node = UserInfo { username: "system:node:node-1".into(), ..Default::default() };
+        let node = UserInfo {
+            username: "system:node:node-1".into(),
+            ..Default::default()
+        };
         assert_eq!(authorization_reason(&node), "");
     }
 }

@@ -67,7 +67,10 @@ pub enum PolicyError {
     #[error("audit policy has apiVersion {0:?}; expected audit.k8s.io/v1")]
     WrongApiVersion(String),
     #[error("cannot read audit policy {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// What a request looks like to the policy (kube's `authorizer.Attributes`).
@@ -129,22 +132,26 @@ rules:
 
 impl Policy {
     pub fn parse(yaml: &str) -> Result<Policy, PolicyError> {
-        let policy: Policy = serde_saphyr::from_str(yaml).map_err(|e| PolicyError::Parse(e.to_string()))?;
-        if let Some(kind) = policy.kind.as_deref() {
-            if kind != "Policy" {
-                return Err(PolicyError::WrongKind(kind.to_string()));
-            }
+        let policy: Policy =
+            serde_saphyr::from_str(yaml).map_err(|e| PolicyError::Parse(e.to_string()))?;
+        if let Some(kind) = policy.kind.as_deref()
+            && kind != "Policy"
+        {
+            return Err(PolicyError::WrongKind(kind.to_string()));
         }
-        if let Some(v) = policy.api_version.as_deref() {
-            if v != "audit.k8s.io/v1" {
-                return Err(PolicyError::WrongApiVersion(v.to_string()));
-            }
+        if let Some(v) = policy.api_version.as_deref()
+            && v != "audit.k8s.io/v1"
+        {
+            return Err(PolicyError::WrongApiVersion(v.to_string()));
         }
         Ok(policy)
     }
 
     pub fn load(path: &std::path::Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Policy::parse(&text)
     }
 
@@ -154,7 +161,14 @@ impl Policy {
             Err(e) => {
                 // The constant is tested below; this only guards against a broken edit.
                 tracing::error!(error = %e, "built-in audit policy does not parse; auditing everything at Metadata");
-                Policy { api_version: None, kind: None, metadata: None, rules: Vec::new(), omit_stages: Vec::new(), omit_managed_fields: false }
+                Policy {
+                    api_version: None,
+                    kind: None,
+                    metadata: None,
+                    rules: Vec::new(),
+                    omit_stages: Vec::new(),
+                    omit_managed_fields: false,
+                }
             }
         }
     }
@@ -172,11 +186,17 @@ impl Policy {
                 return AuditDecision {
                     level: rule.level,
                     omit_stages: omit,
-                    omit_managed_fields: rule.omit_managed_fields.unwrap_or(self.omit_managed_fields),
+                    omit_managed_fields: rule
+                        .omit_managed_fields
+                        .unwrap_or(self.omit_managed_fields),
                 };
             }
         }
-        AuditDecision { level: Level::None, omit_stages: self.omit_stages.clone(), omit_managed_fields: self.omit_managed_fields }
+        AuditDecision {
+            level: Level::None,
+            omit_stages: self.omit_stages.clone(),
+            omit_managed_fields: self.omit_managed_fields,
+        }
     }
 }
 
@@ -191,7 +211,10 @@ impl PolicyRule {
         if !self.verbs.is_empty() && !self.verbs.iter().any(|v| v == a.verb) {
             return false;
         }
-        if self.resources.is_empty() && self.non_resource_urls.is_empty() && self.namespaces.is_empty() {
+        if self.resources.is_empty()
+            && self.non_resource_urls.is_empty()
+            && self.namespaces.is_empty()
+        {
             return true;
         }
         if a.resource_request {
@@ -212,7 +235,11 @@ impl PolicyRule {
         if self.resources.is_empty() {
             return true;
         }
-        let combined = if a.subresource.is_empty() { a.resource.to_string() } else { format!("{}/{}", a.resource, a.subresource) };
+        let combined = if a.subresource.is_empty() {
+            a.resource.to_string()
+        } else {
+            format!("{}/{}", a.resource, a.subresource)
+        };
         self.resources.iter().any(|gr| {
             if gr.group != a.api_group {
                 return false;
@@ -233,10 +260,12 @@ impl PolicyRule {
     }
 
     fn matches_non_resource(&self, a: &RequestAttributes<'_>) -> bool {
-        self.non_resource_urls.iter().any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => a.path.starts_with(prefix),
-            None => pattern == a.path,
-        })
+        self.non_resource_urls
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => a.path.starts_with(prefix),
+                None => pattern == a.path,
+            })
     }
 }
 
@@ -244,21 +273,63 @@ impl PolicyRule {
 mod tests {
     use super::*;
 
-    fn attrs<'a>(verb: &'a str, group: &'a str, resource: &'a str, sub: &'a str) -> RequestAttributes<'a> {
-        RequestAttributes { username: "alice", verb, resource_request: true, api_group: group, resource, subresource: sub, namespace: "default", ..Default::default() }
+    fn attrs<'a>(
+        verb: &'a str,
+        group: &'a str,
+        resource: &'a str,
+        sub: &'a str,
+    ) -> RequestAttributes<'a> {
+        RequestAttributes {
+            username: "alice",
+            verb,
+            resource_request: true,
+            api_group: group,
+            resource,
+            subresource: sub,
+            namespace: "default",
+            ..Default::default()
+        }
     }
 
     #[test]
     fn default_policy_levels() {
         let p = Policy::default_policy();
-        assert_eq!(p.evaluate(&attrs("update", "apps", "deployments", "")).level, Level::RequestResponse);
-        assert_eq!(p.evaluate(&attrs("patch", "apps", "replicasets", "status")).level, Level::RequestResponse);
-        assert_eq!(p.evaluate(&attrs("create", "", "pods", "")).level, Level::RequestResponse);
-        assert_eq!(p.evaluate(&attrs("create", "", "secrets", "")).level, Level::Metadata);
-        assert_eq!(p.evaluate(&attrs("get", "", "secrets", "")).level, Level::Metadata);
-        assert_eq!(p.evaluate(&attrs("list", "", "pods", "")).level, Level::Metadata);
-        assert_eq!(p.evaluate(&attrs("create", "events.k8s.io", "events", "")).level, Level::None);
-        let health = RequestAttributes { verb: "get", path: "/healthz", ..Default::default() };
+        assert_eq!(
+            p.evaluate(&attrs("update", "apps", "deployments", ""))
+                .level,
+            Level::RequestResponse
+        );
+        assert_eq!(
+            p.evaluate(&attrs("patch", "apps", "replicasets", "status"))
+                .level,
+            Level::RequestResponse
+        );
+        assert_eq!(
+            p.evaluate(&attrs("create", "", "pods", "")).level,
+            Level::RequestResponse
+        );
+        assert_eq!(
+            p.evaluate(&attrs("create", "", "secrets", "")).level,
+            Level::Metadata
+        );
+        assert_eq!(
+            p.evaluate(&attrs("get", "", "secrets", "")).level,
+            Level::Metadata
+        );
+        assert_eq!(
+            p.evaluate(&attrs("list", "", "pods", "")).level,
+            Level::Metadata
+        );
+        assert_eq!(
+            p.evaluate(&attrs("create", "events.k8s.io", "events", ""))
+                .level,
+            Level::None
+        );
+        let health = RequestAttributes {
+            verb: "get",
+            path: "/healthz",
+            ..Default::default()
+        };
         assert_eq!(p.evaluate(&health).level, Level::None);
     }
 
@@ -296,7 +367,10 @@ rules:
         a.namespace = "prod";
         let d = p.evaluate(&a);
         assert_eq!(d.level, Level::RequestResponse);
-        assert_eq!(d.omit_stages, vec![Stage::RequestReceived, Stage::ResponseStarted]);
+        assert_eq!(
+            d.omit_stages,
+            vec![Stage::RequestReceived, Stage::ResponseStarted]
+        );
         let mut a = attrs("get", "", "configmaps", "");
         a.name = "cfg";
         assert_eq!(p.evaluate(&a).level, Level::Metadata);
@@ -306,7 +380,10 @@ rules:
 
     #[test]
     fn bad_policies_are_refused_with_a_reason() {
-        assert!(matches!(Policy::parse("kind: Pod\nrules: []"), Err(PolicyError::WrongKind(_))));
+        assert!(matches!(
+            Policy::parse("kind: Pod\nrules: []"),
+            Err(PolicyError::WrongKind(_))
+        ));
         let err = Policy::parse("kind: Policy\nrules:\n  - level: Loud\n").unwrap_err();
         assert!(err.to_string().contains("Loud"), "{err}");
         assert!(Policy::parse("kind: Policy\nrulez: []").is_err());

@@ -142,20 +142,45 @@ impl WebhookTarget {
     /// Reads a kubeconfig naming the webhook, like `--audit-webhook-config-file`: the first
     /// cluster's server and CA, the first user's token or client certificate.
     pub fn from_kubeconfig(path: &Path) -> Result<WebhookTarget, AuditError> {
-        let text = std::fs::read_to_string(path).map_err(|e| AuditError::Config(format!("cannot read {}: {e}", path.display())))?;
-        let kc: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| AuditError::Config(format!("{} is not a kubeconfig: {e}", path.display())))?;
-        let cluster = kc.clusters.into_iter().next().ok_or_else(|| AuditError::Config(format!("{}: clusters: no cluster names the webhook", path.display())))?.cluster;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AuditError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let kc: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| {
+            AuditError::Config(format!("{} is not a kubeconfig: {e}", path.display()))
+        })?;
+        let cluster = kc
+            .clusters
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                AuditError::Config(format!(
+                    "{}: clusters: no cluster names the webhook",
+                    path.display()
+                ))
+            })?
+            .cluster;
         let b64 = |field: &str, s: &str| {
             base64::engine::general_purpose::STANDARD
                 .decode(s.trim())
-                .map_err(|e| AuditError::Config(format!("{}: {field} is not base64: {e}", path.display())))
+                .map_err(|e| {
+                    AuditError::Config(format!("{}: {field} is not base64: {e}", path.display()))
+                })
         };
-        let ca_pem = match (&cluster.certificate_authority_data, &cluster.certificate_authority) {
+        let ca_pem = match (
+            &cluster.certificate_authority_data,
+            &cluster.certificate_authority,
+        ) {
             (Some(data), _) => Some(b64("certificate-authority-data", data)?),
-            (None, Some(file)) => Some(std::fs::read(file).map_err(|e| AuditError::Config(format!("cannot read certificate-authority {file}: {e}")))?),
+            (None, Some(file)) => Some(std::fs::read(file).map_err(|e| {
+                AuditError::Config(format!("cannot read certificate-authority {file}: {e}"))
+            })?),
             (None, None) => None,
         };
-        let user = kc.users.into_iter().next().map(|u| u.user).unwrap_or_default();
+        let user = kc
+            .users
+            .into_iter()
+            .next()
+            .map(|u| u.user)
+            .unwrap_or_default();
         let client_identity_pem = match (&user.client_certificate_data, &user.client_key_data) {
             (Some(cert), Some(key)) => {
                 let mut pem = b64("client-certificate-data", cert)?;
@@ -211,8 +236,13 @@ pub fn encode_event_list(events: &[Event]) -> Result<Vec<u8>, AuditError> {
         metadata: serde_json::Value,
         items: &'a [Event],
     }
-    serde_json::to_vec(&List { kind: "EventList", api_version: "audit.k8s.io/v1", metadata: serde_json::json!({}), items: events })
-        .map_err(|e| AuditError::Webhook(format!("cannot encode EventList: {e}")))
+    serde_json::to_vec(&List {
+        kind: "EventList",
+        api_version: "audit.k8s.io/v1",
+        metadata: serde_json::json!({}),
+        items: events,
+    })
+    .map_err(|e| AuditError::Webhook(format!("cannot encode EventList: {e}")))
 }
 
 fn retryable_status(code: u16) -> bool {
@@ -220,7 +250,11 @@ fn retryable_status(code: u16) -> bool {
 }
 
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let v = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
@@ -231,13 +265,19 @@ impl Sender {
         let mut backoff = self.config.initial_backoff;
         let mut attempt = 1;
         loop {
-            let mut req = self.client.post(&self.config.target.url).header("Content-Type", "application/json").body(body.clone());
+            let mut req = self
+                .client
+                .post(&self.config.target.url)
+                .header("Content-Type", "application/json")
+                .body(body.clone());
             if let Some(token) = &self.config.target.bearer_token {
                 req = req.bearer_auth(token);
             }
             let (error, wait_at_least) = match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    self.stats.events_sent.fetch_add(events.len() as u64, Ordering::Relaxed);
+                    self.stats
+                        .events_sent
+                        .fetch_add(events.len() as u64, Ordering::Relaxed);
                     self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
@@ -248,17 +288,32 @@ impl Sender {
                 Ok(resp) => {
                     let status = resp.status();
                     let text = resp.text().await.unwrap_or_default();
-                    self.stats.events_failed.fetch_add(events.len() as u64, Ordering::Relaxed);
-                    return Err(AuditError::Webhook(format!("webhook refused {} events with {status}: {}", events.len(), text.chars().take(200).collect::<String>())));
+                    self.stats
+                        .events_failed
+                        .fetch_add(events.len() as u64, Ordering::Relaxed);
+                    return Err(AuditError::Webhook(format!(
+                        "webhook refused {} events with {status}: {}",
+                        events.len(),
+                        text.chars().take(200).collect::<String>()
+                    )));
                 }
-                Err(e) => (format!("cannot reach webhook {}: {e}", self.config.target.url), None),
+                Err(e) => (
+                    format!("cannot reach webhook {}: {e}", self.config.target.url),
+                    None,
+                ),
             };
             if attempt >= self.config.max_attempts {
-                self.stats.events_failed.fetch_add(events.len() as u64, Ordering::Relaxed);
-                return Err(AuditError::Webhook(format!("{error}; gave up after {attempt} attempts")));
+                self.stats
+                    .events_failed
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                return Err(AuditError::Webhook(format!(
+                    "{error}; gave up after {attempt} attempts"
+                )));
             }
             let jitter = 1.0 + rand::rng().random_range(0.0..0.2);
-            let delay = backoff.mul_f64(jitter).max(wait_at_least.unwrap_or_default());
+            let delay = backoff
+                .mul_f64(jitter)
+                .max(wait_at_least.unwrap_or_default());
             tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, %error, "audit webhook send failed; retrying");
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(delay).await;
@@ -279,12 +334,18 @@ struct TokenBucket {
 impl TokenBucket {
     fn new(qps: f64, burst: u32) -> TokenBucket {
         let burst = f64::from(burst.max(1));
-        TokenBucket { qps: qps.max(0.001), burst, tokens: burst, last: tokio::time::Instant::now() }
+        TokenBucket {
+            qps: qps.max(0.001),
+            burst,
+            tokens: burst,
+            last: tokio::time::Instant::now(),
+        }
     }
 
     async fn take(&mut self) {
         let now = tokio::time::Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.qps).min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.qps).min(self.burst);
         self.last = now;
         if self.tokens < 1.0 {
             let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.qps);
@@ -301,7 +362,9 @@ const MAX_IN_FLIGHT_BATCHES: usize = 16;
 
 async fn run_batcher(mut rx: mpsc::Receiver<Command>, sender: Arc<Sender>) {
     let cfg = sender.config.batch.clone();
-    let mut throttle = cfg.throttle_enabled.then(|| TokenBucket::new(cfg.throttle_qps, cfg.throttle_burst));
+    let mut throttle = cfg
+        .throttle_enabled
+        .then(|| TokenBucket::new(cfg.throttle_qps, cfg.throttle_burst));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_BATCHES));
     let mut open = true;
     while open {
@@ -333,7 +396,9 @@ async fn run_batcher(mut rx: mpsc::Receiver<Command>, sender: Arc<Sender>) {
             if let Some(t) = throttle.as_mut() {
                 t.take().await;
             }
-            let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                break;
+            };
             let s = sender.clone();
             tokio::spawn(async move {
                 if let Err(e) = s.send(&batch).await {
@@ -344,7 +409,11 @@ async fn run_batcher(mut rx: mpsc::Receiver<Command>, sender: Arc<Sender>) {
         }
         if !flush_waiters.is_empty() {
             // Wait until every batch handed out so far has finished.
-            if let Ok(all) = in_flight.clone().acquire_many_owned(MAX_IN_FLIGHT_BATCHES as u32).await {
+            if let Ok(all) = in_flight
+                .clone()
+                .acquire_many_owned(MAX_IN_FLIGHT_BATCHES as u32)
+                .await
+            {
                 drop(all);
             }
             for w in flush_waiters {
@@ -352,7 +421,10 @@ async fn run_batcher(mut rx: mpsc::Receiver<Command>, sender: Arc<Sender>) {
             }
         }
     }
-    if let Ok(all) = in_flight.acquire_many_owned(MAX_IN_FLIGHT_BATCHES as u32).await {
+    if let Ok(all) = in_flight
+        .acquire_many_owned(MAX_IN_FLIGHT_BATCHES as u32)
+        .await
+    {
         drop(all);
     }
 }
@@ -363,18 +435,26 @@ impl WebhookBackend {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder().timeout(config.request_timeout);
         if let Some(ca) = &config.target.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(|e| AuditError::Config(format!("webhook CA is not PEM: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(ca)
+                .map_err(|e| AuditError::Config(format!("webhook CA is not PEM: {e}")))?;
             builder = builder.tls_certs_merge(certs);
         }
         if config.target.insecure_skip_tls_verify {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
         if let Some(pem) = &config.target.client_identity_pem {
-            let identity = reqwest::Identity::from_pem(pem).map_err(|e| AuditError::Config(format!("webhook client certificate: {e}")))?;
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|e| AuditError::Config(format!("webhook client certificate: {e}")))?;
             builder = builder.identity(identity);
         }
-        let client = builder.build().map_err(|e| AuditError::Config(format!("cannot build webhook client: {e}")))?;
-        let sender = Arc::new(Sender { client, config: config.clone(), stats: Arc::new(WebhookStats::default()) });
+        let client = builder
+            .build()
+            .map_err(|e| AuditError::Config(format!("cannot build webhook client: {e}")))?;
+        let sender = Arc::new(Sender {
+            client,
+            config: config.clone(),
+            stats: Arc::new(WebhookStats::default()),
+        });
         let (queue, worker) = if config.mode == WebhookMode::Batch {
             let (tx, rx) = mpsc::channel(config.batch.buffer_size.max(1));
             let handle = tokio::spawn(run_batcher(rx, sender.clone()));
@@ -383,7 +463,11 @@ impl WebhookBackend {
             (None, None)
         };
         tracing::info!(url = %config.target.url, mode = ?config.mode, "audit webhook backend started");
-        Ok(WebhookBackend { sender, queue, worker: Mutex::new(worker) })
+        Ok(WebhookBackend {
+            sender,
+            queue,
+            worker: Mutex::new(worker),
+        })
     }
 
     pub fn mode(&self) -> WebhookMode {
@@ -401,7 +485,12 @@ impl WebhookBackend {
             Some(queue) => {
                 for e in events {
                     if queue.try_send(Command::Event(Box::new(e))).is_err() {
-                        let dropped = self.sender.stats.events_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                        let dropped = self
+                            .sender
+                            .stats
+                            .events_dropped
+                            .fetch_add(1, Ordering::Relaxed)
+                            + 1;
                         if dropped == 1 || dropped.is_power_of_two() {
                             tracing::warn!(dropped, "audit buffer queue blocked; event dropped");
                         }
@@ -439,9 +528,20 @@ mod tests {
     #[test]
     fn defaults_are_kube_apiservers() {
         let b = BatchConfig::default();
-        assert_eq!((b.buffer_size, b.max_batch_size, b.max_batch_wait.as_secs(), b.throttle_burst), (10_000, 400, 30, 15));
+        assert_eq!(
+            (
+                b.buffer_size,
+                b.max_batch_size,
+                b.max_batch_wait.as_secs(),
+                b.throttle_burst
+            ),
+            (10_000, 400, 30, 15)
+        );
         assert!((b.throttle_qps - 10.0).abs() < f64::EPSILON);
-        assert_eq!(WebhookMode::parse("blocking-strict"), Some(WebhookMode::BlockingStrict));
+        assert_eq!(
+            WebhookMode::parse("blocking-strict"),
+            Some(WebhookMode::BlockingStrict)
+        );
         assert_eq!(WebhookMode::parse("sync"), None);
     }
 
@@ -458,9 +558,17 @@ mod tests {
         let t = WebhookTarget::from_kubeconfig(&path).unwrap();
         assert_eq!(t.url, "https://127.0.0.1:8443/audit");
         assert_eq!(t.bearer_token.as_deref(), Some("s3cret"));
-        assert_eq!(t.ca_pem.as_deref(), Some(b"-----BEGIN CERTIFICATE-----\n".as_slice()));
+        assert_eq!(
+            t.ca_pem.as_deref(),
+            Some(b"-----BEGIN CERTIFICATE-----\n".as_slice())
+        );
         std::fs::write(&path, "clusters: []\n").unwrap();
-        assert!(WebhookTarget::from_kubeconfig(&path).unwrap_err().to_string().contains("no cluster"));
+        assert!(
+            WebhookTarget::from_kubeconfig(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("no cluster")
+        );
     }
 
     #[tokio::test]
@@ -475,6 +583,9 @@ mod tests {
             b.take().await;
         }
         let e = start.elapsed();
-        assert!(e >= Duration::from_millis(90), "ten tokens at 100 QPS took only {e:?}");
+        assert!(
+            e >= Duration::from_millis(90),
+            "ten tokens at 100 QPS took only {e:?}"
+        );
     }
 }
