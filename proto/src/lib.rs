@@ -7,3 +7,10 @@ pub mod jaeger {
         tonic::include_proto!("jaeger.api_v2");
     }
 }
+
+/// raftcache peer transport and shard state (`kausal.raft.v1`).
+pub mod raft {
+    pub mod v1 {
+        tonic::include_proto!("kausal.raft.v1");
+    }
+}
