@@ -1981,6 +1981,25 @@ mod tests {
         assert!(s.resource_type("example.com", "v1", "widgets").is_none());
     }
 
+    #[tokio::test]
+    async fn generate_name_gets_a_random_suffix_and_timestamps_follow_the_clock() {
+        let clock = Clock::virtual_clock();
+        clock.sleep(std::time::Duration::from_secs(7200)).await;
+        let s = Store::new(clock.clone(), 100, true);
+        let pods = s.resource_type("", "v1", "pods").unwrap();
+        let pod = json!({"metadata": {"generateName": "demo-7d9f-"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        let a = s.create(&pods, "default", pod.clone(), &writer("kube-controller-manager")).unwrap();
+        let b = s.create(&pods, "default", pod, &writer("kube-controller-manager")).unwrap();
+        let name = a["metadata"]["name"].as_str().unwrap();
+        assert!(name.starts_with("demo-7d9f-") && name.len() == "demo-7d9f-".len() + 5, "{name}");
+        assert_ne!(a["metadata"]["name"], b["metadata"]["name"]);
+        assert_eq!(a["status"]["phase"], "Pending");
+        assert_eq!(a["spec"]["serviceAccountName"], "default");
+        let created = chrono::DateTime::parse_from_rfc3339(a["metadata"]["creationTimestamp"].as_str().unwrap()).unwrap();
+        let ahead = created.with_timezone(&chrono::Utc) - chrono::Utc::now();
+        assert!((ahead.num_seconds() - 7200).abs() <= 2, "virtual time is used: {ahead}");
+    }
+
     #[test]
     fn namespace_deletion_removes_its_objects() {
         let s = store();
