@@ -15,22 +15,30 @@ use async_trait::async_trait;
 use crate::activity::Activity;
 use crate::cache::Cache;
 use crate::config::{ComponentConfig, ConfigError};
+use crate::otlp_logs::ResourceLogs;
+use crate::otlp_metrics::ResourceMetrics;
 use crate::otlp_trace::ResourceSpans;
 use crate::telemetry::{ComponentMetrics, Telemetry};
 
-/// What travels through a pipeline: activities until the span builder, spans after it.
+/// What travels through a pipeline: activities until the span builder, spans after it; logs
+/// and metrics for components that report rather than trace (cluster reports).
 #[derive(Clone, Debug)]
 pub enum Batch {
     Activities(Vec<Activity>),
     Spans(Vec<ResourceSpans>),
+    Logs(Vec<ResourceLogs>),
+    Metrics(Vec<ResourceMetrics>),
 }
 
 impl Batch {
-    /// Number of items: activities, or spans summed over resources and scopes.
+    /// Number of items: activities, or spans / log records / metrics summed over resources and
+    /// scopes.
     pub fn len(&self) -> usize {
         match self {
             Batch::Activities(a) => a.len(),
             Batch::Spans(r) => r.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum(),
+            Batch::Logs(r) => r.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum(),
+            Batch::Metrics(r) => r.iter().flat_map(|r| &r.scope_metrics).map(|s| s.metrics.len()).sum(),
         }
     }
 
@@ -42,15 +50,19 @@ impl Batch {
         match self {
             Batch::Activities(_) => DataKind::Activities,
             Batch::Spans(_) => DataKind::Spans,
+            Batch::Logs(_) => DataKind::Logs,
+            Batch::Metrics(_) => DataKind::Metrics,
         }
     }
 }
 
-/// The two kinds of data a pipeline can carry.
+/// The kinds of data a pipeline can carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DataKind {
     Activities,
     Spans,
+    Logs,
+    Metrics,
 }
 
 impl fmt::Display for DataKind {
@@ -58,6 +70,8 @@ impl fmt::Display for DataKind {
         f.write_str(match self {
             DataKind::Activities => "activities",
             DataKind::Spans => "spans",
+            DataKind::Logs => "logs",
+            DataKind::Metrics => "metrics",
         })
     }
 }

@@ -19,5 +19,8 @@ pub use activity::{Activity, ActivityDetail, Link, LinkRole, Nanos};
 pub use component::{Batch, ComponentId, Consumer, ConsumeError, DataKind};
 pub use object::{ObjectKey, ObjectRef};
 
-/// OTLP trace types, re-exported so that components agree on one version.
-pub use opentelemetry_proto::tonic::{common::v1 as otlp_common, resource::v1 as otlp_resource, trace::v1 as otlp_trace};
+/// OTLP types, re-exported so that components agree on one version.
+pub use opentelemetry_proto::tonic::{
+    common::v1 as otlp_common, logs::v1 as otlp_logs, metrics::v1 as otlp_metrics, resource::v1 as otlp_resource,
+    trace::v1 as otlp_trace,
+};

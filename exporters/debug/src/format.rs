@@ -113,6 +113,30 @@ pub fn render(batch: &Batch, verbosity: Verbosity) -> String {
             }
         }
         (Batch::Spans(r), v) => spans_text(&mut out, r, v == Verbosity::Detailed),
+        (other, Verbosity::Basic) => {
+            let _ = writeln!(out, "{} {}", other.len(), other.kind());
+        }
+        (Batch::Logs(resources), v) => {
+            for rs in resources {
+                for sl in &rs.scope_logs {
+                    for r in &sl.log_records {
+                        let _ = writeln!(out, "log {} {}", r.time_unix_nano, value_text(&r.body));
+                        if v == Verbosity::Detailed {
+                            attrs(&mut out, "    ", &r.attributes);
+                        }
+                    }
+                }
+            }
+        }
+        (Batch::Metrics(resources), _) => {
+            for rs in resources {
+                for sm in &rs.scope_metrics {
+                    for m in &sm.metrics {
+                        let _ = writeln!(out, "metric {} {}", m.name, m.unit);
+                    }
+                }
+            }
+        }
     }
     out
 }

@@ -176,8 +176,11 @@ impl Consumer for SpanStoreExporter {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
         let spans = match batch {
             Batch::Spans(s) => s,
-            Batch::Activities(_) => {
-                return Err(ConsumeError::permanent("spanstore stores spans; put the spanbuilder processor before it"));
+            other => {
+                return Err(ConsumeError::permanent(format!(
+                    "spanstore stores spans, not {}; put the spanbuilder processor before it",
+                    other.kind()
+                )));
             }
         };
         self.metrics.received.inc_by(span_count(&spans) as u64);

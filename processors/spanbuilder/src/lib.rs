@@ -81,7 +81,7 @@ impl Consumer for SpanBuilderProcessor {
                 let (spans, emitted) = builder.build(&activities);
                 (Batch::Spans(spans), Some(emitted))
             }
-            spans @ Batch::Spans(_) => (spans, None),
+            other => (other, None),
         };
         let n = out.len() as u64;
         if n > 0 {
