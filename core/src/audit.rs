@@ -9,6 +9,28 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+/// `meta/v1` `MicroTime` on the wire: RFC 3339 with exactly six fractional digits, as the
+/// apiserver writes it (chrono's default would drop trailing zeros).
+pub mod micro_time {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn format(t: &DateTime<Utc>) -> String {
+        t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    }
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&format(t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Option::<DateTime<Utc>>::deserialize(d)
+    }
+}
+
 /// `apiVersion` values kausal accepts for audit events.
 pub const API_VERSIONS: [&str; 2] = ["audit.k8s.io/v1", "audit.k8s.io/v1beta1"];
 
@@ -195,9 +217,9 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_object: Option<Box<RawValue>>,
     /// Missing in some recordings; then `stageTimestamp` stands in for it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "micro_time")]
     pub request_received_timestamp: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "micro_time")]
     pub stage_timestamp: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -345,6 +367,14 @@ mod tests {
         assert_eq!(e.request_object.as_ref().unwrap().get(), r#"{"a":1}"#);
         assert_eq!(e.received_at().unwrap().timestamp_subsec_micros(), 123456);
         assert_eq!(e.annotations["authorization.k8s.io/decision"], "allow");
+    }
+
+    #[test]
+    fn timestamps_serialize_with_six_fractional_digits() {
+        let e = decode_event(br#"{"level":"Metadata","auditID":"a","stage":"ResponseComplete","requestReceivedTimestamp":"2024-01-02T03:04:05.120000Z","stageTimestamp":"2024-01-02T03:04:06Z"}"#).unwrap();
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains(r#""requestReceivedTimestamp":"2024-01-02T03:04:05.120000Z""#), "{text}");
+        assert!(text.contains(r#""stageTimestamp":"2024-01-02T03:04:06.000000Z""#), "{text}");
     }
 
     #[test]
