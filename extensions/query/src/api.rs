@@ -61,6 +61,7 @@ pub fn router(store: Arc<Store>, options: QueryOptions) -> Router {
         .route("/api/traces", get(search))
         .route("/api/traces/{trace_id}", get(trace_by_id))
         .route("/api/v1/trace", get(trace_of_object))
+        .route("/api/v1/durations", get(durations))
         .route("/redirect", get(redirect))
         .with_state(api)
         .merge(crate::ui::router())
@@ -188,6 +189,21 @@ async fn trace_of_object(State(api): State<Arc<Reader>>, p: Params) -> Result<Js
     })
     .await?;
     Ok(Json(trace))
+}
+
+/// `GET /api/v1/durations?from=<matcher>&to=<matcher>` over `start`/`end` or `lookback`: count
+/// and percentiles of the time from each `from` activity to the first `to` activity on its
+/// object or below it (see `durations.rs` for the matcher syntax).
+async fn durations(State(api): State<Arc<Reader>>, p: Params) -> Result<Json<crate::durations::Summary>, ApiError> {
+    let p = params(p)?;
+    let matcher = |name: &str| -> Result<crate::durations::Matcher, ApiError> {
+        let text = param(&p, name).ok_or_else(|| ApiError::bad_request(format!("parameter `{name}` (an activity matcher) is required")))?;
+        crate::durations::Matcher::parse(text).map_err(|e| ApiError::bad_request(format!("parameter `{name}`: {e}")))
+    };
+    let (from, to) = (matcher("from")?, matcher("to")?);
+    let range = parse_range(&p, now_nanos(), api.options().default_lookback)?;
+    let summary = blocking(move || api.durations(&from, &to, range)).await?;
+    Ok(Json(summary))
 }
 
 /// The object key fields of `/redirect` and `/api/v1/trace`; `resource` and `name` are

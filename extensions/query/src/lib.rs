@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod assemble;
+pub mod durations;
 pub mod jaeger;
 pub mod load;
 pub mod mode;

@@ -12,7 +12,8 @@ use kausal_store::{ObjectQuery, Store, TraceRef};
 use crate::api::{ApiError, QueryOptions, SearchRequest};
 use crate::assemble::{assemble, TimeRange, Trace};
 use crate::load::{load, LoadLimits};
-use crate::mode::{DisplayMode, QueryTraceId};
+use crate::durations::{pair, summarize, Matcher, Summary};
+use crate::mode::{DisplayMode, QueryTraceId, Scope};
 
 /// The store and the limits every query applies.
 pub struct Reader {
@@ -136,6 +137,23 @@ impl Reader {
         let snapshot = self.store.read()?;
         let hits = snapshot.search(&ObjectQuery { filters: filters.to_vec(), start: range.start, end: range.end, limit: 0 })?;
         Ok(hits.into_iter().map(|h| h.key).collect())
+    }
+}
+
+impl Reader {
+    /// Measure `from` → `to` over every object the `from` matcher names in `range`.
+    pub fn durations(&self, from: &Matcher, to: &Matcher, range: TimeRange) -> Result<Summary, ApiError> {
+        let snapshot = self.store.read()?;
+        let hits = snapshot.search(&ObjectQuery { filters: from.object_filters(), start: range.start, end: range.end, limit: 0 })?;
+        let mut pairs = Vec::new();
+        let mut unmatched = 0;
+        for hit in hits.iter().filter(|h| from.matches_object(&h.key)) {
+            let records = load(&snapshot, &hit.key, range, Scope::Children, self.trace_limits())?;
+            let (mut found, missed) = pair(&hit.key, &records, from, to);
+            pairs.append(&mut found);
+            unmatched += missed;
+        }
+        Ok(summarize(pairs, unmatched))
     }
 }
 

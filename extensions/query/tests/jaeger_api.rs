@@ -285,3 +285,82 @@ async fn bad_queries_get_400_and_a_message() {
     assert_eq!(status, 404, "{body}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn redirect_object_trace_durations_and_ui() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now() - 40 * MINUTE;
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    store.write(&rollout(t0)).unwrap();
+    let server = serve(store).await;
+    let ts = t0 / SECOND + 60;
+    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    // /redirect: 302 to the trace in the default mode, which then loads.
+    let url = format!("{}/redirect?cluster=prod&group=apps&resource=deployments&namespace=default&name=demo&ts={ts}", server.base);
+    let r = no_follow.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("/trace/ff20000003e1e3e7"), "{location}");
+    let (status, by_id) = server.get(&format!("/api/traces/{}", &location[7..])).await;
+    assert_eq!(status, 200, "{by_id}");
+    assert_eq!(by_id["data"][0]["spans"].as_array().unwrap().len(), 7);
+    // The same in RFC 3339.
+    let rfc = chrono::DateTime::from_timestamp(ts, 0).unwrap().to_rfc3339();
+    let r = no_follow.get(format!("{}/redirect?resource=deployments&name=demo&ts={}", server.base, encode(&rfc))).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    for (query, status, message) in [
+        (format!("resource=deployments&name=nope&ts={ts}"), 404, "no object matching"),
+        (format!("resource=deployments&name=demo&ts={}", ts - 86_400), 404, "no object matching"),
+        ("resource=deployments&name=demo".to_string(), 400, "`ts` is required"),
+        ("resource=deployments&name=demo&ts=yesterday".to_string(), 400, "RFC 3339"),
+        (format!("name=demo&ts={ts}"), 400, "`resource` is required"),
+    ] {
+        let r = no_follow.get(format!("{}/redirect?{query}", server.base)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{query}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["errors"][0]["msg"].as_str().unwrap().contains(message), "{query}: {body}");
+    }
+
+    // /api/v1/trace: one trace, any display mode.
+    let (status, trace) = server
+        .get(&format!("/api/v1/trace?resource=replicasets&name=demo-b&ts={}&displayMode={}", ts + 20 * 60, encode("tree [ancestors]")))
+        .await;
+    assert_eq!(status, 200, "{trace}");
+    let ops: Vec<&str> = trace["spans"].as_array().unwrap().iter().map(|s| s["operationName"].as_str().unwrap()).collect();
+    assert_eq!(ops[0], "default/demo", "the owner is the root: {ops:?}");
+    assert!(ops.contains(&"default/demo-b") && !ops.contains(&"default/demo-a"), "{ops:?}");
+    assert!(ops.contains(&"alice update"), "tree mode: activities are spans: {ops:?}");
+    assert!(trace["traceID"].as_str().unwrap().starts_with("ff00000001e1e3e7"), "{}", trace["traceID"]);
+    let (status, body) = server.get(&format!("/api/v1/trace?resource=replicasets&name=demo-b&ts={ts}&displayMode=sideways")).await;
+    assert_eq!(status, 400);
+    assert!(body["errors"][0]["msg"].as_str().unwrap().contains("unknown service"), "{body}");
+
+    // Durations: from the image update to the first binding of a Pod below the Deployment.
+    let from = encode("resource=deployments,verb=update,diff=nginx:1.26");
+    let to = encode("resource=pods,subresource=binding");
+    let (status, d) = server.get(&format!("/api/v1/durations?from={from}&to={to}&lookback=2h")).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["count"], 1, "{d}");
+    assert_eq!(d["p50_ms"], 3200.0, "demo-b-1 is bound 3.2 s after the update: {d}");
+    assert_eq!(d["pairs"][0]["to_object"], "prod/pods/default/demo-b-1");
+    for (query, message) in [
+        (format!("to={to}"), "`from`"),
+        (format!("from=colour%3Dred&to={to}"), "unknown field `colour`"),
+        (format!("from={from}&to={to}&start=2000&end=1000"), "inverted"),
+    ] {
+        let (status, body) = server.get(&format!("/api/v1/durations?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body["errors"][0]["msg"].as_str().unwrap().contains(message), "{query}: {body}");
+    }
+
+    // The UI is served from the binary at /, /search and /trace/{id}.
+    for path in ["/", "/search?name=demo", &location] {
+        let r = server.client.get(format!("{}{path}", server.base)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert!(r.text().await.unwrap().contains("/ui/app.js"), "{path}");
+    }
+    let js = server.client.get(format!("{}/ui/app.js", server.base)).send().await.unwrap();
+    assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
+    server.shutdown().await;
+}
