@@ -27,14 +27,6 @@ fn key(resource: &str, name: &str) -> ObjectKey {
     ObjectKey::new("prod", group, resource, "default", name)
 }
 
-fn kind(key: &ObjectKey) -> &'static str {
-    match key.resource.as_str() {
-        "deployments" => "Deployment",
-        "replicasets" => "ReplicaSet",
-        _ => "Pod",
-    }
-}
-
 fn window(at: Nanos) -> Window {
     Window::containing(at, WINDOW)
 }
@@ -152,7 +144,7 @@ pub fn scenario() -> Vec<ResourceSpans> {
                 link(&new_set, "ReplicaSet", w, LinkRole::Child),
             ]),
         ];
-        spans.extend(activities.iter().filter(|(k, s)| window(s.start_time_unix_nano as Nanos) == w).map(|(_, s)| s.clone()));
+        spans.extend(activities.iter().filter(|(_, s)| window(s.start_time_unix_nano as Nanos) == w).map(|(_, s)| s.clone()));
         out.push(resource_spans("prod", "kausal", spans));
     }
     out

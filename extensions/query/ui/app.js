@@ -296,7 +296,7 @@ function detail(s) {
     for (const l of s.logs) out.push(logNode(l));
   }
   out.push(el('h3', {}, 'Tags'));
-  const all = [...s.tags, ...proc.tags];
+  const all = [...s.tags, ...proc.tags.filter((p) => !s.tags.some((t) => t.key === p.key))];
   out.push(el('table', { class: 'tags' }, all.map((t) => el('tr', {}, el('td', {}, t.key), el('td', {}, valueNode(t.key, t.value))))));
   return out;
 }
