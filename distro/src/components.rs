@@ -5,10 +5,13 @@ use kausal_core::registry::Registry;
 pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.receiver(kausal_receiver_kubeaudit::Factory)
+        .receiver(kausal_receiver_otlp::Factory)
         .processor(kausal_processor_ownerlinker::Factory)
         .processor(kausal_processor_spanbuilder::Factory)
         .exporter(kausal_exporter_debug::Factory)
         .exporter(kausal_exporter_spanstore::Factory)
+        .exporter(kausal_exporter_otlp::Factory)
+        .exporter(kausal_exporter_otlphttp::Factory)
         .extension(kausal_extension_query::Factory);
     r
 }
