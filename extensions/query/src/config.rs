@@ -35,10 +35,6 @@ pub struct QueryConfig {
     /// Linked objects followed per search result.
     #[serde(default = "default_link_budget")]
     pub link_budget: usize,
-    /// Address of the gRPC APIs (`jaeger.api_v2.QueryService`, `jaeger.storage.v2.TraceReader`);
-    /// empty to serve none.
-    #[serde(default = "default_grpc_endpoint")]
-    pub grpc_endpoint: String,
 }
 
 fn default_endpoint() -> String {
@@ -65,21 +61,14 @@ fn default_max_objects() -> usize {
 fn default_link_budget() -> usize {
     QueryOptions::default().link_budget
 }
-fn default_grpc_endpoint() -> String {
-    "0.0.0.0:16685".to_string()
-}
+
 
 impl QueryConfig {
     pub fn validate(&self, config: &ComponentConfig) -> Result<(), ConfigError> {
         if self.endpoint.parse::<std::net::SocketAddr>().is_err() {
             return Err(config.error("endpoint", format!("{:?} is not an address like 0.0.0.0:16686", self.endpoint)));
         }
-        if !self.grpc_endpoint.is_empty() && self.grpc_endpoint.parse::<std::net::SocketAddr>().is_err() {
-            return Err(config.error(
-                "grpc_endpoint",
-                format!("{:?} is not an address like 0.0.0.0:16685 (or empty for no gRPC)", self.grpc_endpoint),
-            ));
-        }
+
         for (key, v) in [
             ("default_limit", self.default_limit),
             ("max_limit", self.max_limit),
