@@ -63,6 +63,7 @@ pub struct SimClusterBuilder {
     node_capacity: NodeCapacity,
     kubeconfig_out: Option<PathBuf>,
     watch_history: Option<usize>,
+    bookmark_interval: Option<Duration>,
     ready_timeout: Duration,
 }
 
@@ -83,6 +84,7 @@ impl Default for SimClusterBuilder {
             node_capacity: NodeCapacity::default(),
             kubeconfig_out: None,
             watch_history: None,
+            bookmark_interval: None,
             ready_timeout: Duration::from_secs(30),
         }
     }
@@ -159,6 +161,11 @@ impl SimClusterBuilder {
         self.watch_history = Some(events);
         self
     }
+    /// How often watches that asked for bookmarks get one (default 5 s).
+    pub fn bookmark_interval(mut self, interval: Duration) -> Self {
+        self.bookmark_interval = Some(interval);
+        self
+    }
     /// How long `start` waits for every node to register and report Ready.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
@@ -198,6 +205,9 @@ impl SimClusterBuilder {
         };
         if let Some(h) = self.watch_history {
             config.watch_history = h;
+        }
+        if let Some(i) = self.bookmark_interval {
+            config.bookmark_interval = i;
         }
         let apiserver = ApiServer::start(config).await?;
         let admin_identity = Identity::kubectl_admin(apiserver.admin_token());

@@ -143,8 +143,14 @@ async fn churn_reports_the_rate_it_achieved() -> Result<()> {
     cluster.shutdown().await;
     let report = report?;
     assert_eq!(report.errors, 0, "{report}");
-    // Paced at 100/s for 2 s: the generator neither stalls nor overshoots.
-    assert!((150..=201).contains(&report.writes), "{report}");
-    assert!(report.writes_per_second > 50.0 && report.writes_per_second <= 110.0, "{report}");
+    // Paced at 100/s for 2 s: every scheduled write is made, however late a loaded machine
+    // makes it; none starts before its slot, so the achieved rate cannot exceed the pace (the
+    // last write is due at 1.99 s). Without pacing 200 writes take a small fraction of that.
+    assert_eq!(report.writes, 200, "{report}");
+    assert!(report.elapsed >= Duration::from_millis(1990), "{report}");
+    assert!(report.writes_per_second <= 100.0 * 1.05, "{report}");
+    // A stall (writers waiting on each other or on the server) shows as a collapsed rate; the
+    // bound is loose because CI shares two cores with the rest of the suite.
+    assert!(report.writes_per_second >= 10.0, "{report}");
     Ok(())
 }

@@ -60,7 +60,8 @@ pub struct WatchEvent {
     pub resource_version: u64,
     /// The object after the change (for DELETED: its last state, with the deletion's version).
     pub object: Arc<Value>,
-    /// The object before a MODIFIED change, so selector watchers can turn it into ADDED/DELETED.
+    /// The object before a MODIFIED or DELETED change: selector watchers turn MODIFIED into
+    /// ADDED/DELETED with it, and continued lists roll history back with it.
     pub previous: Option<Arc<Value>>,
     /// `{"type":…,"object":…}\n` in the stored form, serialised once for every watcher.
     pub line: Bytes,
@@ -77,6 +78,15 @@ pub fn watch_line(event_type: WatchEventType, object: &Value) -> Bytes {
     }
     buf.extend_from_slice(b"}\n");
     Bytes::from(buf)
+}
+
+/// One change as the store recorded it (see [`Store::recorded_changes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedChange {
+    pub event_type: WatchEventType,
+    pub resource_version: u64,
+    pub namespace: String,
+    pub name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -329,7 +339,8 @@ fn encode_continue(resource_version: u64, start: &ObjectName) -> String {
     base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
 }
 
-fn decode_continue(token: &str) -> Result<ObjectName, ApiError> {
+/// The resourceVersion a continuation was issued at, and the key to start from.
+fn decode_continue(token: &str) -> Result<(u64, ObjectName), ApiError> {
     let bad = || {
         ApiError::bad_request(
             "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
@@ -342,10 +353,41 @@ fn decode_continue(token: &str) -> Result<ObjectName, ApiError> {
     let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
     let start = start.trim_end_matches('\u{0}');
     let (namespace, name) = start.split_once('/').ok_or_else(bad)?;
-    Ok(ObjectName {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-    })
+    let resource_version = v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?;
+    Ok((
+        resource_version,
+        ObjectName {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        },
+    ))
+}
+
+/// The objects of a resource as they were at `resource_version`: the current ones with every
+/// later change in `history` undone, newest first. The caller makes sure history still holds
+/// every change after `resource_version`.
+fn objects_at(
+    objects: &BTreeMap<ObjectName, Arc<Value>>,
+    history: &VecDeque<Arc<WatchEvent>>,
+    resource_version: u64,
+) -> BTreeMap<ObjectName, Arc<Value>> {
+    let mut snapshot = objects.clone();
+    for event in history.iter().rev().take_while(|e| e.resource_version > resource_version) {
+        let key = ObjectName {
+            namespace: meta(&event.object, "namespace").unwrap_or_default(),
+            name: meta(&event.object, "name").unwrap_or_default(),
+        };
+        match (&event.event_type, &event.previous) {
+            (WatchEventType::Added, _) => {
+                snapshot.remove(&key);
+            }
+            (WatchEventType::Modified | WatchEventType::Deleted, Some(previous)) => {
+                snapshot.insert(key, previous.clone());
+            }
+            _ => {}
+        }
+    }
+    snapshot
 }
 
 /// The in-memory object store of one API server.
@@ -512,7 +554,7 @@ impl Store {
                 event_type: WatchEventType::Deleted,
                 resource_version: rv,
                 object: last.clone(),
-                previous: None,
+                previous: Some(old),
                 line,
             },
         );
@@ -615,7 +657,7 @@ impl Store {
     ) -> Result<ListResult, ApiError> {
         let bucket = self.bucket(&rt.store)?;
         let state = bucket.lock();
-        let resource_version = self.current_resource_version();
+        let mut resource_version = self.current_resource_version();
         if let Some(rv) = opts.exact_resource_version
             && rv < state.compacted_through
         {
@@ -624,16 +666,29 @@ impl Store {
                 state.compacted_through
             )));
         }
-        let start = match &opts.continue_token {
-            Some(t) => Some(decode_continue(t)?),
-            None => None,
+        // Later pages show the objects as they were when the first page was served, like
+        // etcd's MVCC reads; once that version is compacted the continuation expires.
+        let (start, snapshot) = match &opts.continue_token {
+            Some(t) => {
+                let (token_version, start) = decode_continue(t)?;
+                if token_version < state.compacted_through || token_version > resource_version {
+                    return Err(ApiError::expired(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ));
+                }
+                resource_version = token_version;
+                let snapshot = objects_at(&state.objects, &state.history, token_version);
+                (Some(start), Some(snapshot))
+            }
+            None => (None, None),
         };
+        let objects = snapshot.as_ref().unwrap_or(&state.objects);
         let mut items = Vec::new();
         let mut next = None;
         let mut remaining = 0u64;
         let range: Box<dyn Iterator<Item = (&ObjectName, &Arc<Value>)>> = match &start {
-            Some(s) => Box::new(state.objects.range(s.clone()..)),
-            None => Box::new(state.objects.iter()),
+            Some(s) => Box::new(objects.range(s.clone()..)),
+            None => Box::new(objects.iter()),
         };
         for (key, obj) in range {
             if let Some(ns) = namespace
@@ -733,7 +788,9 @@ impl Store {
         }
     }
 
-    /// Drops all watch history so every resourceVersion before now is expired (410 on watch).
+    /// Drops all watch history so every resourceVersion handed out so far is expired (410 on
+    /// watch). Like an etcd compaction it takes a revision of its own, so a list made afterwards
+    /// returns a resourceVersion that can still be watched from.
     pub fn force_compact(&self) {
         let buckets: Vec<Arc<Bucket>> = self
             .buckets
@@ -742,15 +799,45 @@ impl Store {
             .values()
             .cloned()
             .collect();
+        let through = self.next_resource_version();
         for b in buckets {
             let mut state = b.lock();
             state.history.clear();
-            state.compacted_through = self.current_resource_version();
+            state.compacted_through = through;
         }
         tracing::info!(
             resource_version = self.current_resource_version(),
             "watch history compacted"
         );
+    }
+
+    /// The changes to a resource still in its watch history with a resourceVersion above
+    /// `after`, oldest first — what a watcher from `after` must be sent. None when part of that
+    /// history has been compacted away or the resource is unknown.
+    pub fn recorded_changes(&self, group: &str, resource: &str, after: u64) -> Option<Vec<RecordedChange>> {
+        let bucket = self
+            .bucket(&StoreKey {
+                group: group.into(),
+                resource: resource.into(),
+            })
+            .ok()?;
+        let state = bucket.lock();
+        if after < state.compacted_through {
+            return None;
+        }
+        Some(
+            state
+                .history
+                .iter()
+                .filter(|e| e.resource_version > after)
+                .map(|e| RecordedChange {
+                    event_type: e.event_type,
+                    resource_version: e.resource_version,
+                    namespace: meta(&e.object, "namespace").unwrap_or_default(),
+                    name: meta(&e.object, "name").unwrap_or_default(),
+                })
+                .collect(),
+        )
     }
 
     /// POST: create an object from `body` (in the resource's view).
@@ -1740,7 +1827,7 @@ mod tests {
             .unwrap()
             .parse()
             .unwrap();
-        s.patch(
+        let patched = s.patch(
             &rt,
             "default",
             "demo",
@@ -1750,6 +1837,23 @@ mod tests {
             &writer("a"),
         )
         .unwrap();
+        let patched_rv: u64 = patched["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let recorded = s.recorded_changes("apps", "deployments", rv - 1).unwrap();
+        let seen: Vec<(WatchEventType, u64, &str)> = recorded
+            .iter()
+            .map(|c| (c.event_type, c.resource_version, c.name.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (WatchEventType::Added, rv, "demo"),
+                (WatchEventType::Modified, patched_rv, "demo")
+            ]
+        );
         let sub = s.watch(&rt, WatchStart::After(rv)).unwrap();
         assert_eq!(sub.backlog.len(), 1);
         assert_eq!(sub.backlog[0].event_type, WatchEventType::Modified);
@@ -1761,6 +1865,10 @@ mod tests {
         s.force_compact();
         let e = s.watch(&rt, WatchStart::After(rv)).err().unwrap();
         assert_eq!((e.code, e.reason), (410, "Expired"));
+        // Even the newest version handed out before the compaction is expired.
+        let e = s.watch(&rt, WatchStart::After(patched_rv)).err().unwrap();
+        assert_eq!((e.code, e.reason), (410, "Expired"));
+        assert!(s.recorded_changes("apps", "deployments", patched_rv).is_none());
         assert!(
             s.watch(&rt, WatchStart::After(s.current_resource_version()))
                 .is_ok()
@@ -1928,6 +2036,46 @@ mod tests {
         assert_eq!(page2.items.len(), 3);
         assert_eq!(page2.items[0]["metadata"]["name"], "cm-2");
         assert!(page2.continue_token.is_none());
+    }
+
+    #[test]
+    fn continued_lists_show_the_first_page_s_version() {
+        let s = store();
+        let cms = s.resource_type("", "v1", "configmaps").unwrap();
+        for i in 0..5 {
+            s.create(
+                &cms,
+                "default",
+                json!({"metadata": {"name": format!("cm-{i}")}, "data": {"v": "old"}}),
+                &writer("a"),
+            )
+            .unwrap();
+        }
+        let page1 = s
+            .list(&cms, Some("default"), &ListOptions { limit: Some(2), ..Default::default() })
+            .unwrap();
+        // Changes after the first page: a new object, an update and a deletion on later pages.
+        s.create(&cms, "default", json!({"metadata": {"name": "cm-9"}}), &writer("a"))
+            .unwrap();
+        s.patch(&cms, "default", "cm-3", PatchType::Merge, &json!({"data": {"v": "new"}}), None, &writer("a"))
+            .unwrap();
+        s.delete(&cms, "default", "cm-4", &DeleteOptions::default(), &writer("a"))
+            .unwrap();
+        let continued = ListOptions {
+            continue_token: page1.continue_token.clone(),
+            ..Default::default()
+        };
+        let page2 = s.list(&cms, Some("default"), &continued).unwrap();
+        let names: Vec<&str> = page2.items.iter().filter_map(|o| o["metadata"]["name"].as_str()).collect();
+        assert_eq!(names, ["cm-2", "cm-3", "cm-4"]);
+        assert_eq!(page2.items[1]["data"]["v"], "old");
+        assert_eq!(page2.resource_version, page1.resource_version);
+        // A fresh list sees the present.
+        let now = s.list(&cms, Some("default"), &ListOptions::default()).unwrap();
+        assert_eq!(now.items.len(), 5);
+        s.force_compact();
+        let e = s.list(&cms, Some("default"), &continued).err().unwrap();
+        assert_eq!((e.code, e.reason), (410, "Expired"));
     }
 
     #[test]
