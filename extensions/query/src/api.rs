@@ -18,7 +18,7 @@ use kausal_store::{canonical_tag, Store, StoreError, SHORT_TAGS};
 use crate::assemble::TimeRange;
 use crate::jaeger::{self, JaegerTrace, Operation, ResponseError};
 use crate::reader::{ObjectQueryKey, Reader, REDIRECT_MARGIN};
-use crate::mode::{all_modes, DisplayMode, QueryTraceId, Scope, View};
+use crate::mode::{all_modes, DisplayMode, QueryTraceId, Scope, TraceIdError, View};
 
 /// Tuning of the query API.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,7 +144,17 @@ async fn trace_by_id(
     State(api): State<Arc<Reader>>,
     Path(trace_id): Path<String>,
 ) -> Result<Json<jaeger::Response<Vec<JaegerTrace>>>, ApiError> {
-    let id = QueryTraceId::parse(&trace_id).map_err(|e| ApiError::bad_request(format!("{trace_id}: {e}")))?;
+    let id = match QueryTraceId::parse(&trace_id) {
+        Ok(id) => id,
+        // Not a kausal trace id: maybe a trace received over OTLP, kept as it came.
+        Err(e) => match crate::foreign::parse_trace_id(&trace_id).filter(|_| e == TraceIdError::Scheme) {
+            Some(raw) => {
+                let trace = blocking(move || crate::foreign::trace(api.store(), raw)).await?;
+                return Ok(Json(jaeger::Response::new(vec![trace], 0)));
+            }
+            None => return Err(ApiError::bad_request(format!("{trace_id}: {e}"))),
+        },
+    };
     let trace = blocking(move || Ok(jaeger::render(&api.trace(id)?, id))).await?;
     Ok(Json(jaeger::Response::new(vec![trace], 0)))
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod assemble;
 pub mod durations;
+pub mod foreign;
 pub mod jaeger;
 pub mod load;
 pub mod mode;
