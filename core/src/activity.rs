@@ -31,6 +31,43 @@ pub struct Activity {
     /// The change this activity made (or observed), where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<Change>,
+    /// What caused this activity, where a processor (`causal`) found out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+}
+
+impl Activity {
+    /// An identity of the activity that is stable across replicas and re-deliveries (audit ID
+    /// + stage, Event uid + count + time, resourceVersions of a change): what activity span IDs
+    /// are hashed from, and how a [`Cause`] names the activity it points at.
+    pub fn span_identity(&self) -> String {
+        match &self.detail {
+            ActivityDetail::Audit(audit) => format!("audit/{}/{}", audit.audit_id, audit.stage.as_str()),
+            ActivityDetail::Event(event) => {
+                let id = if event.event_uid.is_empty() { &event.event_name } else { &event.event_uid };
+                format!("event/{id}/{}/{}", event.count, self.start)
+            }
+            ActivityDetail::Change(change) if !change.manager.is_empty() => {
+                format!("change/{}/{}/{}/{}", change.manager, change.operation, change.new_resource_version, self.start)
+            }
+            ActivityDetail::Change(change) => {
+                format!("change/{}/{}", change.old_resource_version, change.new_resource_version)
+            }
+        }
+    }
+}
+
+/// Class of a span link from an activity to the activity that caused it.
+pub const LINK_CLASS_CAUSAL: &str = "causal";
+
+/// The activity (or remote span) an activity was caused by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Cause {
+    /// Another activity kausal holds: its object, start and [`Activity::span_identity`].
+    Activity { object: ObjectRef, start: Nanos, identity: String },
+    /// A span outside kausal named by a W3C `traceparent` (lower-case hex IDs).
+    Remote { trace_id: String, span_id: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -126,6 +163,13 @@ pub struct EventActivity {
 pub struct ChangeActivity {
     pub old_resource_version: String,
     pub new_resource_version: String,
+    /// The field manager that wrote the change, when it is known from `managedFields` rather
+    /// than observed (e.g. a trigger the causal processor reconstructs).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub manager: String,
+    /// The managedFields operation (`Update`, `Apply`) that goes with `manager`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub operation: String,
 }
 
 /// What a write did to an object: a diff, or a snapshot at creation/deletion.

@@ -101,6 +101,8 @@ pub mod attr {
     pub const EVENT_SOURCE: &str = "k8s.event.source";
     pub const EVENT_MESSAGE: &str = "k8s.event.message";
     pub const EVENT_NAME: &str = "k8s.event.name";
+    /// On a change span reconstructed from `managedFields`: the field manager that wrote it.
+    pub const MANAGER: &str = "k8s.object.manager";
 
     /// `object` for object spans; `audit`, `event` or `change` for activity spans.
     pub const SPAN_TYPE: &str = "kausal.span.type";

@@ -22,6 +22,7 @@ fn activity(i: i64) -> Activity {
         detail: ActivityDetail::Change(ChangeActivity::default()),
         links: vec![],
         change: None,
+        cause: None,
     }
 }
 

@@ -178,6 +178,7 @@ mod tests {
             }),
             links: vec![],
             change: None,
+            cause: None,
         }
     }
 

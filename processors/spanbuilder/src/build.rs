@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use kausal_core::activity::{Activity, ActivityDetail, Change, LinkRole, Nanos};
+use kausal_core::activity::{Activity, ActivityDetail, Cause, Change, LINK_CLASS_CAUSAL, LinkRole, Nanos};
 use kausal_core::bounded::BoundedIndex;
 use kausal_core::conventions::{
     Window, activity_span_id, attr, object_span_id, object_trace_id, semconv_name_attr, span_type,
@@ -336,7 +336,7 @@ fn activity_span(a: &Activity, window: Window) -> Span {
                     status = Some(Status { message, code: status::StatusCode::Error as i32 });
                 }
             }
-            (name, format!("audit/{}/{}", audit.audit_id, audit.stage.as_str()), attrs, status)
+            (name, a.span_identity(), attrs, status)
         }
         ActivityDetail::Event(event) => {
             let mut attrs = vec![
@@ -351,26 +351,30 @@ fn activity_span(a: &Activity, window: Window) -> Span {
             if !event.action.is_empty() {
                 attrs.push(kv_str("k8s.event.action", &event.action));
             }
-            let id = if event.event_uid.is_empty() { &event.event_name } else { &event.event_uid };
-            (event.reason.clone(), format!("event/{id}/{}/{}", event.count, a.start), attrs, None)
+            (event.reason.clone(), a.span_identity(), attrs, None)
         }
         ActivityDetail::Change(change) => {
-            let attrs = vec![
+            let mut attrs = vec![
                 kv_str(attr::SPAN_TYPE, span_type::CHANGE),
                 kv_str(attr::OBJECT_RESOURCE_VERSION, &change.new_resource_version),
             ];
-            let name = if change.old_resource_version.is_empty() {
+            let name = if !change.manager.is_empty() {
+                // A write known from managedFields: who wrote it, not which versions.
+                attrs.push(kv_str(attr::MANAGER, &change.manager));
+                format!("{} {}", change.manager, change.operation)
+            } else if change.old_resource_version.is_empty() {
                 "change".to_string()
             } else {
                 format!("change {} -> {}", change.old_resource_version, change.new_resource_version)
             };
-            (name, format!("change/{}/{}", change.old_resource_version, change.new_resource_version), attrs, None)
+            (name, a.span_identity(), attrs, None)
         }
     };
     if let Some(uid) = &a.object.uid {
         attributes.push(kv_str(attr::OBJECT_UID, uid));
     }
     let events = a.change.as_ref().map(|c| vec![change_event(c, a.end.max(a.start))]).unwrap_or_default();
+    let links = a.cause.as_ref().and_then(|c| cause_link(c, window.length)).into_iter().collect();
     Span {
         trace_id: object_trace_id(&a.object.key, window).to_vec(),
         span_id: activity_span_id(object_span, &identity).to_vec(),
@@ -382,8 +386,53 @@ fn activity_span(a: &Activity, window: Window) -> Span {
         attributes,
         events,
         status,
+        links,
         ..Default::default()
     }
+}
+
+/// The span link from an activity span to the span of what caused it: class `causal`, the
+/// cause in the role of parent. The cause's IDs are computed the way its own span's were.
+fn cause_link(cause: &Cause, window_length: Nanos) -> Option<span::Link> {
+    match cause {
+        Cause::Activity { object, start, identity } => {
+            let window = Window::containing(*start, window_length);
+            let mut attributes = vec![
+                kv_str(attr::LINK_ROLE, LinkRole::Parent.as_str()),
+                kv_str(attr::LINK_CLASS, LINK_CLASS_CAUSAL),
+                kv_str(attr::LINK_PEER_CLUSTER, &object.key.cluster),
+                kv_str(attr::LINK_PEER_GROUP, &object.key.group),
+                kv_str(attr::LINK_PEER_RESOURCE, &object.key.resource),
+                kv_str(attr::LINK_PEER_NAMESPACE, &object.key.namespace),
+                kv_str(attr::LINK_PEER_NAME, &object.key.name),
+            ];
+            if let Some(kind) = object.kind() {
+                attributes.push(kv_str(attr::LINK_PEER_KIND, kind));
+            }
+            Some(span::Link {
+                trace_id: object_trace_id(&object.key, window).to_vec(),
+                span_id: activity_span_id(object_span_id(&object.key, window), identity).to_vec(),
+                attributes,
+                ..Default::default()
+            })
+        }
+        Cause::Remote { trace_id, span_id } => Some(span::Link {
+            trace_id: hex_bytes(trace_id).filter(|b| b.len() == 16)?,
+            span_id: hex_bytes(span_id).filter(|b| b.len() == 8)?,
+            attributes: vec![
+                kv_str(attr::LINK_ROLE, LinkRole::Parent.as_str()),
+                kv_str(attr::LINK_CLASS, LINK_CLASS_CAUSAL),
+            ],
+            ..Default::default()
+        }),
+    }
+}
+
+fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// A diff line: `spec.replicas 2 -> 4`; values left out when redacted.

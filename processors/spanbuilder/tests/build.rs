@@ -39,6 +39,7 @@ fn audit(key: ObjectKey, user: &str, verb: &str, sub: &str, code: i32, start: i6
         }),
         links: vec![],
         change: None,
+        cause: None,
     }
 }
 

@@ -183,6 +183,7 @@ pub fn to_activity(event: Event, cluster: &str) -> Result<Activity, DropReason> 
         }),
         links: Vec::new(),
         change: None,
+        cause: None,
     })
 }
 
