@@ -8,6 +8,8 @@ pub fn registry() -> Registry {
         .receiver(kausal_receiver_otlp::Factory)
         .processor(kausal_processor_ownerlinker::Factory)
         .processor(kausal_processor_spanbuilder::Factory)
+        .processor(kausal_processor_batch::Factory)
+        .processor(kausal_processor_memorylimiter::Factory)
         .exporter(kausal_exporter_debug::Factory)
         .exporter(kausal_exporter_spanstore::Factory)
         .exporter(kausal_exporter_otlp::Factory)
