@@ -14,6 +14,10 @@ pub fn registry() -> Registry {
         .exporter(kausal_exporter_spanstore::Factory)
         .exporter(kausal_exporter_otlp::Factory)
         .exporter(kausal_exporter_otlphttp::Factory)
+        .receiver(kausal_receiver_clusterreport::Factory)
+        .receiver(kausal_receiver_clusterreport::GaugesFactory)
+        .exporter(kausal_exporter_splunkhec::Factory)
+        .exporter(kausal_exporter_tcplines::Factory)
         .extension(kausal_extension_query::Factory);
     r
 }

@@ -2,6 +2,7 @@
 
 mod components;
 mod demo;
+mod report;
 mod run;
 
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the simulated Kubernetes cluster alone (API server, control plane, audit backends).
     Sim(kausal_sim::cli::Args),
+    /// Cluster reports (jobs after Kong's telemetry library), run once from the command line.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,5 +73,6 @@ fn main() -> ExitCode {
         Command::Run { config } => run::run(&config),
         Command::Demo(args) => demo::demo(args),
         Command::Sim(args) => run::sim(args),
+        Command::Report(args) => report::report(args),
     }
 }
