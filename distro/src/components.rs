@@ -14,6 +14,7 @@ pub fn registry() -> Registry {
         .exporter(kausal_exporter_spanstore::Factory)
         .exporter(kausal_exporter_otlp::Factory)
         .exporter(kausal_exporter_otlphttp::Factory)
+        .exporter(kausal_exporter_jaeger::Factory)
         .receiver(kausal_receiver_clusterreport::Factory)
         .receiver(kausal_receiver_clusterreport::GaugesFactory)
         .exporter(kausal_exporter_splunkhec::Factory)
