@@ -5,6 +5,8 @@ use kausal_core::registry::Registry;
 pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.receiver(kausal_receiver_kubeaudit::Factory)
+        .receiver(kausal_receiver_replay::Factory)
+        .processor(kausal_processor_causal::Factory)
         .receiver(kausal_receiver_otlp::Factory)
         .processor(kausal_processor_ownerlinker::Factory)
         .processor(kausal_processor_spanbuilder::Factory)

@@ -2,6 +2,7 @@
 
 mod components;
 mod demo;
+mod replay;
 mod report;
 mod run;
 
@@ -43,6 +44,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the simulated Kubernetes cluster alone (API server, control plane, audit backends).
     Sim(kausal_sim::cli::Args),
+    /// Replay recordings (kspan captures, kubectl lists, audit logs) through kausal.
+    Replay(replay::ReplayArgs),
     /// Cluster reports (jobs after Kong's telemetry library), run once from the command line.
     Report(report::ReportArgs),
 }
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run::run(&config),
         Command::Demo(args) => demo::demo(args),
         Command::Sim(args) => run::sim(args),
+        Command::Replay(args) => replay::replay(args),
         Command::Report(args) => report::report(args),
     }
 }
