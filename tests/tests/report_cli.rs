@@ -191,3 +191,53 @@ fn report_runs_jobs_against_a_simulated_cluster() -> Result<()> {
     assert!(!err.contains("failed"), "{err}");
     Ok(())
 }
+
+#[test]
+fn report_pipeline_ships_from_the_elected_receiver_to_hec() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let kubeconfig = dir.path().join("sim.kubeconfig");
+    let listen = format!("127.0.0.1:{port}");
+    let kc = kubeconfig.to_str().unwrap_or_default().to_string();
+    let mut sim = Kausal::start_args(dir.path(), &["sim", "--listen", &listen, "--nodes", "3", "--kubeconfig-out", &kc])?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sim.stdout().contains("kubeconfig written to") {
+        if Instant::now() > deadline {
+            bail!("the simulator did not start:\n{}\n{}", sim.stdout(), sim.stderr());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (hec_port, requests) = fake_hec("pipeline-token")?;
+    let config = format!(
+        r#"
+receivers:
+  clusterreport:
+    kubeconfig: {kc}
+    fixed: {{product: kausal}}
+    workflows: {{inventory: [cluster-state, fixed]}}
+    leader_election: {{lease_namespace: default, retry_period: 200ms, lease_duration: 2s}}
+exporters:
+  splunk_hec:
+    endpoint: http://127.0.0.1:{hec_port}
+    token: pipeline-token
+    sourcetype: "kausal:test"
+service:
+  pipelines:
+    reports:
+      receivers: [clusterreport]
+      exporters: [splunk_hec]
+"#
+    );
+    let agent = Kausal::start(dir.path(), &config)?;
+    let received = requests.recv_timeout(Duration::from_secs(60));
+    drop(agent);
+    let _ = sim.stop();
+    let (auth, body) = received.context("no report reached the collector within 60s")?;
+    assert_eq!(auth, "Splunk pipeline-token");
+    let event: Value = serde_json::from_str(body.trim()).with_context(|| format!("not one JSON event: {body}"))?;
+    assert_eq!(event["sourcetype"], "kausal:test");
+    assert_eq!(event["event"]["inventory"]["k8s_nodes_count"], 3, "{event:#}");
+    assert_eq!(event["event"]["inventory"]["product"], "kausal");
+    assert_eq!(event["fields"]["kausal.report.signal"], "kausal-report");
+    Ok(())
+}
