@@ -11,6 +11,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The pipeline allocates many small objects per event across threads; mimalloc keeps that off
+// the profile (glibc malloc/free took about a third of ingest CPU).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "kausal", version, about = "Turns the Kubernetes control plane into traces")]
 struct Cli {

@@ -1,9 +1,20 @@
 //! The `raftcache` extension: a replicated cache on multi-Raft (one tikv `raft` group per shard,
-//! one transport and one log store per node), and the `etcd` cache backend.
+//! one transport and one log store per node), and the `etcdcache` extension, the same `Cache`
+//! interface over a real etcd.
 
+pub mod admin;
+pub mod cache;
+pub mod config;
 pub mod core;
 pub mod error;
+pub mod logstore;
+pub mod metrics;
+pub mod node;
 pub mod shard;
 pub mod storage;
 
+mod extension;
+
+pub use config::{EtcdCacheConfig, RaftCacheConfig};
 pub use error::RaftCacheError;
+pub use extension::{Factory, RaftCacheExtension};
