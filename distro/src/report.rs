@@ -10,10 +10,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
+use kausal_core::Batch;
 use kausal_core::component::Exporter;
 use kausal_core::config::duration;
 use kausal_core::telemetry::ComponentMetrics;
-use kausal_core::Batch;
 use kausal_exporterhelper::RetryConfig;
 use kausal_receiver_clusterreport::jobs::{JobContext, workflows_from_job_names};
 use kausal_receiver_clusterreport::report::{ReportMeta, Values, merge_json, to_logs};
@@ -35,7 +35,11 @@ enum ReportCommand {
 struct RunArgs {
     /// Jobs to run, comma-separated; each becomes a workflow of its own name
     /// (identify-platform, cluster-state, state, mesh-detect, fixed).
-    #[arg(long, value_delimiter = ',', default_value = "identify-platform,cluster-state,state,mesh-detect")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "identify-platform,cluster-state,state,mesh-detect"
+    )]
     jobs: Vec<String>,
     /// Kubeconfig file (default: in-cluster, $KUBECONFIG, ~/.kube/config).
     #[arg(long)]
@@ -75,17 +79,27 @@ enum ReportServer {
 }
 
 fn parse_server(s: &str) -> Result<ReportServer, String> {
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or_else(|| format!("--report-server {s:?}: expected splunk://host:port or tls://host:port"))?;
+    let (scheme, rest) = s.split_once("://").ok_or_else(|| {
+        format!("--report-server {s:?}: expected splunk://host:port or tls://host:port")
+    })?;
     if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
-        return Err(format!("--report-server {s:?}: expected host:port after {scheme}://"));
+        return Err(format!(
+            "--report-server {s:?}: expected host:port after {scheme}://"
+        ));
     }
     match scheme {
-        "splunk" => Ok(ReportServer::Splunk { url: format!("https://{rest}") }),
-        "splunk+http" => Ok(ReportServer::Splunk { url: format!("http://{rest}") }),
-        "tls" => Ok(ReportServer::Lines { endpoint: rest.to_string() }),
-        other => Err(format!("--report-server {s:?}: unknown scheme {other:?}; use splunk://, splunk+http:// or tls://")),
+        "splunk" => Ok(ReportServer::Splunk {
+            url: format!("https://{rest}"),
+        }),
+        "splunk+http" => Ok(ReportServer::Splunk {
+            url: format!("http://{rest}"),
+        }),
+        "tls" => Ok(ReportServer::Lines {
+            endpoint: rest.to_string(),
+        }),
+        other => Err(format!(
+            "--report-server {s:?}: unknown scheme {other:?}; use splunk://, splunk+http:// or tls://"
+        )),
     }
 }
 
@@ -95,7 +109,8 @@ fn read_stdin_object(mut input: impl Read) -> Result<Value, String> {
     input
         .read_to_string(&mut text)
         .map_err(|e| format!("reading stdin: {e}"))?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| format!("stdin is not valid JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|e| format!("stdin is not valid JSON: {e}"))?;
     match value {
         Value::Object(_) => Ok(value),
         other => Err(format!(
@@ -135,9 +150,13 @@ fn exporter(server: &ReportServer, args: &RunArgs) -> Result<Box<dyn Exporter>, 
             config.tls.insecure_skip_verify = args.report_insecure_skip_verify;
             config.timeout = args.report_timeout.max(Duration::from_secs(1));
             config.retry_on_failure = retry(args.report_timeout);
-            kausal_exporter_splunkhec::HecExporter::new("splunk_hec".into(), config, ComponentMetrics::default())
-                .map(|e| Box::new(e) as Box<dyn Exporter>)
-                .map_err(|e| e.to_string())
+            kausal_exporter_splunkhec::HecExporter::new(
+                "splunk_hec".into(),
+                config,
+                ComponentMetrics::default(),
+            )
+            .map(|e| Box::new(e) as Box<dyn Exporter>)
+            .map_err(|e| e.to_string())
         }
         ReportServer::Lines { endpoint } => {
             let mut config = kausal_exporter_tcplines::Config::new(endpoint.clone());
@@ -146,9 +165,13 @@ fn exporter(server: &ReportServer, args: &RunArgs) -> Result<Box<dyn Exporter>, 
             config.tls.insecure_skip_verify = args.report_insecure_skip_verify;
             config.timeout = args.report_timeout.max(Duration::from_secs(1));
             config.retry_on_failure = retry(args.report_timeout);
-            kausal_exporter_tcplines::LinesExporter::new("tcplines".into(), config, ComponentMetrics::default())
-                .map(|e| Box::new(e) as Box<dyn Exporter>)
-                .map_err(|e| e.to_string())
+            kausal_exporter_tcplines::LinesExporter::new(
+                "tcplines".into(),
+                config,
+                ComponentMetrics::default(),
+            )
+            .map(|e| Box::new(e) as Box<dyn Exporter>)
+            .map_err(|e| e.to_string())
         }
     }
 }
@@ -179,14 +202,24 @@ fn run_once(args: RunArgs) -> ExitCode {
             Ok(v) => Some(v),
             Err(e) => return fail(2, e),
         },
-        Some(other) => return fail(2, format!("unexpected argument {other:?}; pass `-` to merge a JSON object from stdin")),
+        Some(other) => {
+            return fail(
+                2,
+                format!(
+                    "unexpected argument {other:?}; pass `-` to merge a JSON object from stdin"
+                ),
+            );
+        }
     };
     // Build the sender before running the jobs, so that a bad server setting fails fast.
     let exporter = match server.as_ref().map(|s| exporter(s, &args)).transpose() {
         Ok(e) => e,
         Err(e) => return fail(2, e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
     };
@@ -197,13 +230,20 @@ fn run_once(args: RunArgs) -> ExitCode {
             500,
             args.job_timeout,
             started,
-            std::env::var("POD_NAMESPACE").ok().zip(std::env::var("POD_NAME").ok()),
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .zip(std::env::var("POD_NAME").ok()),
         )
         .await;
-        let (report, failed) = kausal_receiver_clusterreport::jobs::run_workflows(&workflows, &ctx).await;
+        let (report, failed) =
+            kausal_receiver_clusterreport::jobs::run_workflows(&workflows, &ctx).await;
         for (workflow, values) in &report.workflows {
             for (key, value) in values.iter().filter(|(k, _)| k.starts_with("error.")) {
-                eprintln!("kausal report: job {} of workflow {workflow} failed: {}", &key["error.".len()..], value.as_str().unwrap_or_default());
+                eprintln!(
+                    "kausal report: job {} of workflow {workflow} failed: {}",
+                    &key["error.".len()..],
+                    value.as_str().unwrap_or_default()
+                );
             }
         }
         let mut body = report.to_json();
@@ -247,10 +287,31 @@ mod tests {
 
     #[test]
     fn report_servers() {
-        assert_eq!(parse_server("splunk://hec:8088"), Ok(ReportServer::Splunk { url: "https://hec:8088".into() }));
-        assert_eq!(parse_server("splunk+http://127.0.0.1:8088"), Ok(ReportServer::Splunk { url: "http://127.0.0.1:8088".into() }));
-        assert_eq!(parse_server("tls://reports:61833"), Ok(ReportServer::Lines { endpoint: "reports:61833".into() }));
-        for bad in ["hec:8088", "http://x:1", "tls://", "tls://host", "splunk://h:1/path"] {
+        assert_eq!(
+            parse_server("splunk://hec:8088"),
+            Ok(ReportServer::Splunk {
+                url: "https://hec:8088".into()
+            })
+        );
+        assert_eq!(
+            parse_server("splunk+http://127.0.0.1:8088"),
+            Ok(ReportServer::Splunk {
+                url: "http://127.0.0.1:8088".into()
+            })
+        );
+        assert_eq!(
+            parse_server("tls://reports:61833"),
+            Ok(ReportServer::Lines {
+                endpoint: "reports:61833".into()
+            })
+        );
+        for bad in [
+            "hec:8088",
+            "http://x:1",
+            "tls://",
+            "tls://host",
+            "splunk://h:1/path",
+        ] {
             assert!(parse_server(bad).is_err(), "{bad}");
         }
     }
@@ -258,8 +319,13 @@ mod tests {
     #[test]
     fn stdin_must_be_an_object() {
         assert!(read_stdin_object(&b"{\"a\": 1}"[..]).is_ok());
-        let bad = read_stdin_object(&b"{\"a\": "[..]).err().unwrap_or_default();
-        assert!(bad.starts_with("stdin is not valid JSON: ") && bad.contains("line 1"), "{bad}");
+        let bad = read_stdin_object(&b"{\"a\": "[..])
+            .err()
+            .unwrap_or_default();
+        assert!(
+            bad.starts_with("stdin is not valid JSON: ") && bad.contains("line 1"),
+            "{bad}"
+        );
         let array = read_stdin_object(&b"[1]"[..]).err().unwrap_or_default();
         assert!(array.contains("not an array"), "{array}");
     }

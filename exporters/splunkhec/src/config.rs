@@ -98,12 +98,16 @@ impl Config {
 
     /// The URL events are posted to.
     pub fn url(&self) -> Result<String, String> {
-        let (scheme, rest) = self
-            .endpoint
-            .split_once("://")
-            .ok_or_else(|| format!("{:?} is not a URL; expected e.g. https://splunk:8088", self.endpoint))?;
+        let (scheme, rest) = self.endpoint.split_once("://").ok_or_else(|| {
+            format!(
+                "{:?} is not a URL; expected e.g. https://splunk:8088",
+                self.endpoint
+            )
+        })?;
         if scheme != "http" && scheme != "https" {
-            return Err(format!("scheme {scheme:?} is not supported; use https:// (or http:// for tests)"));
+            return Err(format!(
+                "scheme {scheme:?} is not supported; use https:// (or http:// for tests)"
+            ));
         }
         if rest.is_empty() || rest.starts_with('/') {
             return Err(format!("{:?} names no host", self.endpoint));
@@ -143,25 +147,57 @@ mod tests {
 
     #[test]
     fn defaults_and_url() {
-        let c = parse("endpoint: https://splunk:8088\ntoken: abc").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.url().unwrap_or_default(), "https://splunk:8088/services/collector/event");
-        assert_eq!((c.source.as_str(), c.sourcetype.as_str(), c.max_batch_events), ("kausal", "kausal:report", 100));
+        let c =
+            parse("endpoint: https://splunk:8088\ntoken: abc").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.url().unwrap_or_default(),
+            "https://splunk:8088/services/collector/event"
+        );
+        assert_eq!(
+            (c.source.as_str(), c.sourcetype.as_str(), c.max_batch_events),
+            ("kausal", "kausal:report", 100)
+        );
         assert_eq!(format!("{:?}", c.token), "<redacted>");
-        let full = parse("endpoint: https://splunk:8088/custom/path\ntoken: abc").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(full.url().unwrap_or_default(), "https://splunk:8088/custom/path");
+        let full = parse("endpoint: https://splunk:8088/custom/path\ntoken: abc")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            full.url().unwrap_or_default(),
+            "https://splunk:8088/custom/path"
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
         for (yaml, path, msg) in [
-            ("endpoint: splunk:8088\ntoken: a", "splunk_hec.endpoint", "not a URL"),
-            ("endpoint: ftp://x\ntoken: a", "splunk_hec.endpoint", "not supported"),
-            ("endpoint: https://x\ntoken: ' '", "splunk_hec.token", "empty"),
-            ("endpoint: https://x\ntoken: a\nmax_batch_events: 0", "splunk_hec.max_batch_events", "at least 1"),
+            (
+                "endpoint: splunk:8088\ntoken: a",
+                "splunk_hec.endpoint",
+                "not a URL",
+            ),
+            (
+                "endpoint: ftp://x\ntoken: a",
+                "splunk_hec.endpoint",
+                "not supported",
+            ),
+            (
+                "endpoint: https://x\ntoken: ' '",
+                "splunk_hec.token",
+                "empty",
+            ),
+            (
+                "endpoint: https://x\ntoken: a\nmax_batch_events: 0",
+                "splunk_hec.max_batch_events",
+                "at least 1",
+            ),
             ("token: a", "splunk_hec", "endpoint"),
         ] {
-            let e = parse(yaml).err().unwrap_or_else(|| panic!("{yaml} accepted"));
-            assert!(e.path.starts_with(path) && e.to_string().contains(msg), "{yaml}: {e}");
+            let e = parse(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("{yaml} accepted"));
+            assert!(
+                e.path.starts_with(path) && e.to_string().contains(msg),
+                "{yaml}: {e}"
+            );
         }
     }
 }

@@ -11,14 +11,23 @@ use crate::config::Config;
 
 /// An OTLP value as JSON.
 pub fn any_value_to_json(value: Option<&AnyValue>) -> Value {
-    let Some(v) = value.and_then(|v| v.value.as_ref()) else { return Value::Null };
+    let Some(v) = value.and_then(|v| v.value.as_ref()) else {
+        return Value::Null;
+    };
     match v {
         any_value::Value::StringValue(s) => json!(s),
         any_value::Value::BoolValue(b) => json!(b),
         any_value::Value::IntValue(i) => json!(i),
         any_value::Value::DoubleValue(d) => json!(d),
-        any_value::Value::BytesValue(b) => json!(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
-        any_value::Value::ArrayValue(a) => Value::Array(a.values.iter().map(|v| any_value_to_json(Some(v))).collect()),
+        any_value::Value::BytesValue(b) => {
+            json!(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+        }
+        any_value::Value::ArrayValue(a) => Value::Array(
+            a.values
+                .iter()
+                .map(|v| any_value_to_json(Some(v)))
+                .collect(),
+        ),
         any_value::Value::KvlistValue(l) => Value::Object(
             l.values
                 .iter()
@@ -34,14 +43,22 @@ pub fn any_value_to_json(value: Option<&AnyValue>) -> Value {
 pub fn events(logs: &[ResourceLogs], config: &Config) -> Vec<Value> {
     let mut out = Vec::new();
     for rl in logs {
-        let resource_attrs = rl.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
+        let resource_attrs = rl
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
         let host = config
             .host
             .clone()
             .or_else(|| attr_str(resource_attrs, "host.name").map(str::to_string));
         for sl in &rl.scope_logs {
             for record in &sl.log_records {
-                let nanos = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
+                let nanos = if record.time_unix_nano != 0 {
+                    record.time_unix_nano
+                } else {
+                    record.observed_time_unix_nano
+                };
                 let mut envelope = Map::new();
                 // HEC takes epoch seconds with a fractional part; milliseconds are what it keeps.
                 envelope.insert("time".into(), json!(((nanos / 1_000_000) as f64) / 1000.0));
@@ -84,12 +101,17 @@ mod tests {
                 values: vec![KeyValue {
                     key: "state".into(),
                     key_strindex: 0,
-                    value: Some(AnyValue { value: Some(any_value::Value::IntValue(3)) }),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::IntValue(3)),
+                    }),
                 }],
             })),
         };
         let logs = vec![ResourceLogs {
-            resource: Some(Resource { attributes: vec![kv_str("host.name", "node-1")], ..Default::default() }),
+            resource: Some(Resource {
+                attributes: vec![kv_str("host.name", "node-1")],
+                ..Default::default()
+            }),
             scope_logs: vec![ScopeLogs {
                 log_records: vec![LogRecord {
                     time_unix_nano: 1_700_000_000_123_456_789,
@@ -106,7 +128,9 @@ mod tests {
         let e = events(&logs, &config);
         assert_eq!(
             e,
-            vec![json!({"time": 1_700_000_000.123, "host": "node-1", "source": "kausal", "sourcetype": "kausal:report", "index": "main", "event": {"state": 3}, "fields": {"kausal.report.signal": "ping"}})]
+            vec![
+                json!({"time": 1_700_000_000.123, "host": "node-1", "source": "kausal", "sourcetype": "kausal:report", "index": "main", "event": {"state": 3}, "fields": {"kausal.report.signal": "ping"}})
+            ]
         );
     }
 }

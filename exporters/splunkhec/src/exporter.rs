@@ -42,10 +42,19 @@ fn install_crypto_provider() {
 }
 
 impl HecExporter {
-    pub fn new(id: String, config: Config, metrics: ComponentMetrics) -> Result<HecExporter, BuildError> {
+    pub fn new(
+        id: String,
+        config: Config,
+        metrics: ComponentMetrics,
+    ) -> Result<HecExporter, BuildError> {
         install_crypto_provider();
-        let url = config.url().map_err(|message| BuildError { key: "endpoint", message })?;
-        let mut builder = reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout);
+        let url = config.url().map_err(|message| BuildError {
+            key: "endpoint",
+            message,
+        })?;
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout);
         if let Some(path) = &config.tls.ca_file {
             let pem = std::fs::read(path).map_err(|e| BuildError {
                 key: "tls.ca_file",
@@ -79,12 +88,17 @@ impl HecExporter {
         let resp = self
             .http
             .post(&self.url)
-            .header(reqwest::header::AUTHORIZATION, format!("Splunk {}", self.config.token.0))
+            .header(
+                reqwest::header::AUTHORIZATION,
+                format!("Splunk {}", self.config.token.0),
+            )
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
             .await
-            .map_err(|e| ConsumeError::retryable(format!("POST {}: {}", self.url, error_chain(&e))))?;
+            .map_err(|e| {
+                ConsumeError::retryable(format!("POST {}: {}", self.url, error_chain(&e)))
+            })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -98,7 +112,10 @@ impl HecExporter {
         let text = resp.text().await.unwrap_or_default();
         let message = format!("POST {}: HTTP {status}: {}", self.url, text.trim());
         if status.as_u16() == 429 || status.is_server_error() {
-            Err(ConsumeError::Retryable { message, retry_after })
+            Err(ConsumeError::Retryable {
+                message,
+                retry_after,
+            })
         } else {
             Err(ConsumeError::permanent(message))
         }
@@ -111,7 +128,10 @@ impl HecExporter {
             match self.post(body.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e @ ConsumeError::Permanent { .. }) => return Err(e),
-                Err(ConsumeError::Retryable { message, retry_after }) => {
+                Err(ConsumeError::Retryable {
+                    message,
+                    retry_after,
+                }) => {
                     let delay = if self.stopped.load(Ordering::Relaxed) {
                         None
                     } else {
@@ -122,7 +142,12 @@ impl HecExporter {
                             tracing::debug!(exporter = %self.id, error = %message, delay = ?d, "HEC request failed; retrying");
                             tokio::time::sleep(d).await;
                         }
-                        None => return Err(ConsumeError::Retryable { message, retry_after }),
+                        None => {
+                            return Err(ConsumeError::Retryable {
+                                message,
+                                retry_after,
+                            });
+                        }
                     }
                 }
             }
@@ -149,7 +174,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 impl Consumer for HecExporter {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
         let Batch::Logs(logs) = batch else {
-            return Err(ConsumeError::permanent(format!("{}: splunk_hec accepts logs, not {}", self.id, batch.kind())));
+            return Err(ConsumeError::permanent(format!(
+                "{}: splunk_hec accepts logs, not {}",
+                self.id,
+                batch.kind()
+            )));
         };
         if self.stopped.load(Ordering::Relaxed) {
             return Err(ConsumeError::permanent(format!("{}: shut down", self.id)));
@@ -157,7 +186,11 @@ impl Consumer for HecExporter {
         let events = events(&logs, &self.config);
         self.metrics.received.inc_by(events.len() as u64);
         for chunk in events.chunks(self.config.max_batch_events) {
-            let body = chunk.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+            let body = chunk
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
             match self.post_with_retry(body).await {
                 Ok(()) => {
                     self.metrics.sent.inc_by(chunk.len() as u64);

@@ -35,10 +35,15 @@ impl ExporterFactory for Factory {
         config.parse::<Config>()?.validate(config)
     }
 
-    fn create(&self, ctx: CreateContext, config: &ComponentConfig) -> Result<Arc<dyn Exporter>, ConfigError> {
+    fn create(
+        &self,
+        ctx: CreateContext,
+        config: &ComponentConfig,
+    ) -> Result<Arc<dyn Exporter>, ConfigError> {
         let parsed: Config = config.parse()?;
         parsed.validate(config)?;
-        let exporter = HecExporter::new(ctx.id.to_string(), parsed, ctx.metrics).map_err(|e| config.error(e.key(), e.to_string()))?;
+        let exporter = HecExporter::new(ctx.id.to_string(), parsed, ctx.metrics)
+            .map_err(|e| config.error(e.key(), e.to_string()))?;
         Ok(Arc::new(exporter))
     }
 }

@@ -75,7 +75,9 @@ impl Config {
             .endpoint
             .rsplit_once(':')
             .ok_or_else(|| format!("{:?} is not host:port", self.endpoint))?;
-        let port: u16 = port.parse().map_err(|_| format!("{:?}: port {port:?} is not a number", self.endpoint))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{:?}: port {port:?} is not a number", self.endpoint))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() || port == 0 {
             return Err(format!("{:?} is not host:port", self.endpoint));
@@ -86,7 +88,10 @@ impl Config {
     pub fn validate(&self, section: &ComponentConfig) -> Result<(), ConfigError> {
         self.host_port().map_err(|m| section.error("endpoint", m))?;
         if self.signal.is_empty() || self.signal.contains([';', '=', '\n', '\r']) {
-            return Err(section.error("signal", "must be non-empty, without ';', '=' or line breaks"));
+            return Err(section.error(
+                "signal",
+                "must be non-empty, without ';', '=' or line breaks",
+            ));
         }
         if self.timeout.is_zero() {
             return Err(section.error("timeout", "must be more than 0s"));
@@ -110,8 +115,16 @@ mod tests {
     fn defaults() {
         let c = parse("endpoint: reports.example.com:61833").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.tls.min_version, TlsVersion::Tls13);
-        assert_eq!(c.host_port().ok(), Some(("reports.example.com".to_string(), 61833)));
-        assert_eq!(parse("endpoint: '[::1]:9'").ok().and_then(|c| c.host_port().ok()), Some(("::1".to_string(), 9)));
+        assert_eq!(
+            c.host_port().ok(),
+            Some(("reports.example.com".to_string(), 61833))
+        );
+        assert_eq!(
+            parse("endpoint: '[::1]:9'")
+                .ok()
+                .and_then(|c| c.host_port().ok()),
+            Some(("::1".to_string(), 9))
+        );
     }
 
     #[test]
@@ -120,11 +133,20 @@ mod tests {
             ("endpoint: nohost", "tcplines.endpoint", "host:port"),
             ("endpoint: h:x", "tcplines.endpoint", "not a number"),
             ("endpoint: h:1\nsignal: 'a=b'", "tcplines.signal", "'='"),
-            ("endpoint: h:1\ntls: {min_version: '1.1'}", "tcplines.tls.min_version", "1.1"),
+            (
+                "endpoint: h:1\ntls: {min_version: '1.1'}",
+                "tcplines.tls.min_version",
+                "1.1",
+            ),
             ("endpoint: h:1\ninsecure: true", "tcplines", "insecure"),
         ] {
-            let e = parse(yaml).err().unwrap_or_else(|| panic!("{yaml} accepted"));
-            assert!(e.path.starts_with(path) && e.to_string().contains(msg), "{yaml}: {e}");
+            let e = parse(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("{yaml} accepted"));
+            assert!(
+                e.path.starts_with(path) && e.to_string().contains(msg),
+                "{yaml}: {e}"
+            );
         }
     }
 }

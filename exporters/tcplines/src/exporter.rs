@@ -40,14 +40,26 @@ pub struct LinesExporter {
 }
 
 impl LinesExporter {
-    pub fn new(id: String, config: Config, metrics: ComponentMetrics) -> Result<LinesExporter, BuildError> {
-        let (host, port) = config.host_port().map_err(|message| BuildError { key: "endpoint", message })?;
-        let name = config.tls.server_name.clone().unwrap_or_else(|| host.clone());
+    pub fn new(
+        id: String,
+        config: Config,
+        metrics: ComponentMetrics,
+    ) -> Result<LinesExporter, BuildError> {
+        let (host, port) = config.host_port().map_err(|message| BuildError {
+            key: "endpoint",
+            message,
+        })?;
+        let name = config
+            .tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.clone());
         let server_name = ServerName::try_from(name.clone()).map_err(|e| BuildError {
             key: "tls.server_name",
             message: format!("{name:?}: {e}"),
         })?;
-        let tls = crate::tls::client_config(&config.tls).map_err(|(key, message)| BuildError { key, message })?;
+        let tls = crate::tls::client_config(&config.tls)
+            .map_err(|(key, message)| BuildError { key, message })?;
         Ok(LinesExporter {
             id,
             connector: TlsConnector::from(Arc::new(tls)),
@@ -72,14 +84,23 @@ impl LinesExporter {
                 .connect(self.server_name.clone(), tcp)
                 .await
                 .map_err(|e| format!("TLS handshake with {endpoint}: {e}"))?;
-            tls.write_all(text.as_bytes()).await.map_err(|e| format!("writing to {endpoint}: {e}"))?;
-            tls.flush().await.map_err(|e| format!("writing to {endpoint}: {e}"))?;
-            tls.shutdown().await.map_err(|e| format!("closing the connection to {endpoint}: {e}"))?;
+            tls.write_all(text.as_bytes())
+                .await
+                .map_err(|e| format!("writing to {endpoint}: {e}"))?;
+            tls.flush()
+                .await
+                .map_err(|e| format!("writing to {endpoint}: {e}"))?;
+            tls.shutdown()
+                .await
+                .map_err(|e| format!("closing the connection to {endpoint}: {e}"))?;
             Ok(())
         };
         match tokio::time::timeout(self.config.timeout, work).await {
             Ok(r) => r,
-            Err(_) => Err(format!("{endpoint}: no answer within {:?}", self.config.timeout)),
+            Err(_) => Err(format!(
+                "{endpoint}: no answer within {:?}",
+                self.config.timeout
+            )),
         }
     }
 
@@ -112,7 +133,11 @@ impl LinesExporter {
 impl Consumer for LinesExporter {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
         let Batch::Logs(logs) = batch else {
-            return Err(ConsumeError::permanent(format!("{}: tcplines accepts logs, not {}", self.id, batch.kind())));
+            return Err(ConsumeError::permanent(format!(
+                "{}: tcplines accepts logs, not {}",
+                self.id,
+                batch.kind()
+            )));
         };
         if self.stopped.load(Ordering::Relaxed) {
             return Err(ConsumeError::permanent(format!("{}: shut down", self.id)));

@@ -36,10 +36,15 @@ impl ExporterFactory for Factory {
         config.parse::<Config>()?.validate(config)
     }
 
-    fn create(&self, ctx: CreateContext, config: &ComponentConfig) -> Result<Arc<dyn Exporter>, ConfigError> {
+    fn create(
+        &self,
+        ctx: CreateContext,
+        config: &ComponentConfig,
+    ) -> Result<Arc<dyn Exporter>, ConfigError> {
         let parsed: Config = config.parse()?;
         parsed.validate(config)?;
-        let exporter = LinesExporter::new(ctx.id.to_string(), parsed, ctx.metrics).map_err(|e| config.error(e.key, e.message))?;
+        let exporter = LinesExporter::new(ctx.id.to_string(), parsed, ctx.metrics)
+            .map_err(|e| config.error(e.key, e.message))?;
         Ok(Arc::new(exporter))
     }
 }

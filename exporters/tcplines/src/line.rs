@@ -42,7 +42,17 @@ fn scalar(v: &any_value::Value) -> String {
         any_value::Value::KvlistValue(l) => l
             .values
             .iter()
-            .map(|kv| format!("{}:{}", kv.key, kv.value.as_ref().and_then(|v| v.value.as_ref()).map(scalar).unwrap_or_default()))
+            .map(|kv| {
+                format!(
+                    "{}:{}",
+                    kv.key,
+                    kv.value
+                        .as_ref()
+                        .and_then(|v| v.value.as_ref())
+                        .map(scalar)
+                        .unwrap_or_default()
+                )
+            })
             .collect::<Vec<_>>()
             .join(","),
         #[allow(unreachable_patterns)]
@@ -54,7 +64,11 @@ fn flatten_into(prefix: &str, value: &AnyValue, out: &mut BTreeMap<String, Strin
     match &value.value {
         Some(any_value::Value::KvlistValue(list)) => {
             for kv in &list.values {
-                let key = if prefix.is_empty() { kv.key.clone() } else { format!("{prefix}.{}", kv.key) };
+                let key = if prefix.is_empty() {
+                    kv.key.clone()
+                } else {
+                    format!("{prefix}.{}", kv.key)
+                };
                 match &kv.value {
                     Some(v) => flatten_into(&key, v, out),
                     None => {
@@ -64,7 +78,11 @@ fn flatten_into(prefix: &str, value: &AnyValue, out: &mut BTreeMap<String, Strin
             }
         }
         Some(v) => {
-            let key = if prefix.is_empty() { "body".to_string() } else { prefix.to_string() };
+            let key = if prefix.is_empty() {
+                "body".to_string()
+            } else {
+                prefix.to_string()
+            };
             out.insert(key, scalar(v));
         }
         None => {
@@ -106,7 +124,11 @@ mod tests {
     use kausal_core::otlp_common::{ArrayValue, KeyValue, KeyValueList};
 
     fn kv(key: &str, v: any_value::Value) -> KeyValue {
-        KeyValue { key: key.into(), key_strindex: 0, value: Some(AnyValue { value: Some(v) }) }
+        KeyValue {
+            key: key.into(),
+            key_strindex: 0,
+            value: Some(AnyValue { value: Some(v) }),
+        }
     }
 
     fn list(items: Vec<KeyValue>) -> any_value::Value {
@@ -117,15 +139,37 @@ mod tests {
     fn nested_keys_flatten_sorted_with_dots() {
         let body = AnyValue {
             value: Some(list(vec![
-                kv("state", list(vec![kv("uptime_seconds", any_value::Value::IntValue(42)), kv("hostname", any_value::Value::StringValue("a;b=c".into()))])),
-                kv("cluster-state", list(vec![kv("k8s_pods_count", any_value::Value::IntValue(7))])),
-                kv("mesh", list(vec![kv("istio", list(vec![kv("control_plane", any_value::Value::BoolValue(true))]))])),
-                kv("tags", any_value::Value::ArrayValue(ArrayValue {
-                    values: vec![
-                        AnyValue { value: Some(any_value::Value::StringValue("x".into())) },
-                        AnyValue { value: Some(any_value::Value::DoubleValue(1.5)) },
-                    ],
-                })),
+                kv(
+                    "state",
+                    list(vec![
+                        kv("uptime_seconds", any_value::Value::IntValue(42)),
+                        kv("hostname", any_value::Value::StringValue("a;b=c".into())),
+                    ]),
+                ),
+                kv(
+                    "cluster-state",
+                    list(vec![kv("k8s_pods_count", any_value::Value::IntValue(7))]),
+                ),
+                kv(
+                    "mesh",
+                    list(vec![kv(
+                        "istio",
+                        list(vec![kv("control_plane", any_value::Value::BoolValue(true))]),
+                    )]),
+                ),
+                kv(
+                    "tags",
+                    any_value::Value::ArrayValue(ArrayValue {
+                        values: vec![
+                            AnyValue {
+                                value: Some(any_value::Value::StringValue("x".into())),
+                            },
+                            AnyValue {
+                                value: Some(any_value::Value::DoubleValue(1.5)),
+                            },
+                        ],
+                    }),
+                ),
             ])),
         };
         assert_eq!(
@@ -136,7 +180,9 @@ mod tests {
 
     #[test]
     fn scalar_and_empty_bodies() {
-        let body = AnyValue { value: Some(any_value::Value::StringValue("line\nbreak".into())) };
+        let body = AnyValue {
+            value: Some(any_value::Value::StringValue("line\nbreak".into())),
+        };
         assert_eq!(line("s", Some(&body)), "<14>signal=s;body=line%0Abreak;\n");
         assert_eq!(line("s", None), "<14>signal=s;\n");
     }

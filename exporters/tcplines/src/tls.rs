@@ -31,7 +31,12 @@ pub fn client_config(tls: &TlsConfig) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     match &tls.ca_file {
         Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| ("tls.ca_file", format!("cannot read {}: {e}", path.display())))?;
+            let pem = std::fs::read(path).map_err(|e| {
+                (
+                    "tls.ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
             let mut reader = pem.as_slice();
             for cert in rustls_pemfile::certs(&mut reader) {
                 let cert = cert.map_err(|e| ("tls.ca_file", format!("{}: {e}", path.display())))?;
@@ -40,14 +45,20 @@ pub fn client_config(tls: &TlsConfig) -> Result<ClientConfig, TlsError> {
                     .map_err(|e| ("tls.ca_file", format!("{}: {e}", path.display())))?;
             }
             if roots.is_empty() {
-                return Err(("tls.ca_file", format!("{}: no certificates in the file", path.display())));
+                return Err((
+                    "tls.ca_file",
+                    format!("{}: no certificates in the file", path.display()),
+                ));
             }
         }
         None => {
             let found = rustls_native_certs::load_native_certs();
             roots.add_parsable_certificates(found.certs);
             if roots.is_empty() {
-                return Err(("tls.ca_file", "no system CA certificates found; set tls.ca_file".to_string()));
+                return Err((
+                    "tls.ca_file",
+                    "no system CA certificates found; set tls.ca_file".to_string(),
+                ));
             }
         }
     }
@@ -76,7 +87,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -85,7 +101,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

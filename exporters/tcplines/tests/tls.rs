@@ -29,7 +29,8 @@ struct Cert {
 }
 
 fn cert() -> Result<Cert> {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
     Ok(Cert {
         der: ck.cert.der().clone(),
         key: ck.signing_key.serialize_der(),
@@ -46,12 +47,20 @@ struct Listener {
 }
 
 impl Listener {
-    async fn start(cert: &Cert, port: u16, versions: &[&'static rustls::SupportedProtocolVersion], tx: mpsc::UnboundedSender<Received>) -> Result<Listener> {
+    async fn start(
+        cert: &Cert,
+        port: u16,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        tx: mpsc::UnboundedSender<Received>,
+    ) -> Result<Listener> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)?
             .with_no_client_auth()
-            .with_single_cert(vec![cert.der.clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())))?;
+            .with_single_cert(
+                vec![cert.der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())),
+            )?;
         let acceptor = TlsAcceptor::from(Arc::new(config));
         // Rebinding the port a moment after the previous listener closed can race the kernel.
         let mut tries = 0;
@@ -72,7 +81,9 @@ impl Listener {
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     let version = tls.get_ref().1.protocol_version();
                     let mut text = String::new();
                     if tls.read_to_string(&mut text).await.is_ok() {
@@ -91,14 +102,19 @@ impl Listener {
 }
 
 fn exporter(yaml: &str) -> Result<Arc<dyn Exporter>> {
-    let section = ComponentConfig::from_yaml("tcplines", yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
-    kausal_exporter_tcplines::Factory.validate(&section).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let section =
+        ComponentConfig::from_yaml("tcplines", yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
+    kausal_exporter_tcplines::Factory
+        .validate(&section)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctx = CreateContext {
         id: ComponentId::parse("tcplines").map_err(anyhow::Error::msg)?,
         metrics: ComponentMetrics::default(),
         telemetry: Telemetry::default(),
     };
-    kausal_exporter_tcplines::Factory.create(ctx, &section).map_err(|e| anyhow::anyhow!("{e}"))
+    kausal_exporter_tcplines::Factory
+        .create(ctx, &section)
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn report(pods: i64) -> Batch {
@@ -113,7 +129,9 @@ fn report(pods: i64) -> Batch {
                             values: vec![KeyValue {
                                 key: "hostname".into(),
                                 key_strindex: 0,
-                                value: Some(AnyValue { value: Some(any_value::Value::StringValue("agent-1".into())) }),
+                                value: Some(AnyValue {
+                                    value: Some(any_value::Value::StringValue("agent-1".into())),
+                                }),
                             }],
                         })),
                     }),
@@ -126,7 +144,9 @@ fn report(pods: i64) -> Batch {
                             values: vec![KeyValue {
                                 key: "k8s_pods_count".into(),
                                 key_strindex: 0,
-                                value: Some(AnyValue { value: Some(any_value::Value::IntValue(pods)) }),
+                                value: Some(AnyValue {
+                                    value: Some(any_value::Value::IntValue(pods)),
+                                }),
                             }],
                         })),
                     }),
@@ -149,7 +169,10 @@ fn report(pods: i64) -> Batch {
 }
 
 async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Result<Received> {
-    tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.context("no line within 30s")?.context("listener gone")
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .context("no line within 30s")?
+        .context("listener gone")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +182,13 @@ async fn one_line_per_report_over_tls13_across_a_listener_restart() -> Result<()
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &cert.pem)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let listener = Listener::start(&cert, 0, &[&rustls::version::TLS13, &rustls::version::TLS12], tx.clone()).await?;
+    let listener = Listener::start(
+        &cert,
+        0,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+        tx.clone(),
+    )
+    .await?;
     let port = listener.port;
     let e = exporter(&format!(
         "endpoint: localhost:{port}\ntls: {{ca_file: {}}}\nretry_on_failure: {{initial_interval: 100ms, max_interval: 200ms, max_elapsed_time: 20s}}",
@@ -167,14 +196,24 @@ async fn one_line_per_report_over_tls13_across_a_listener_restart() -> Result<()
     ))?;
     e.consume(report(7)).await?;
     let (line, version) = next(&mut rx).await?;
-    assert_eq!(line, "<14>signal=kausal-ping;cluster-state.k8s_pods_count=7;state.hostname=agent-1;\n");
-    assert_eq!(version, Some(ProtocolVersion::TLSv1_3), "TLS 1.3 offered only, by default");
+    assert_eq!(
+        line,
+        "<14>signal=kausal-ping;cluster-state.k8s_pods_count=7;state.hostname=agent-1;\n"
+    );
+    assert_eq!(
+        version,
+        Some(ProtocolVersion::TLSv1_3),
+        "TLS 1.3 offered only, by default"
+    );
 
     // The listener restarts between two reports: the second goes over a new connection.
     listener.stop().await;
     let listener = Listener::start(&cert, port, &[&rustls::version::TLS13], tx.clone()).await?;
     e.consume(report(8)).await?;
-    assert_eq!(next(&mut rx).await?.0, "<14>signal=kausal-ping;cluster-state.k8s_pods_count=8;state.hostname=agent-1;\n");
+    assert_eq!(
+        next(&mut rx).await?.0,
+        "<14>signal=kausal-ping;cluster-state.k8s_pods_count=8;state.hostname=agent-1;\n"
+    );
 
     // Down while a report is sent: it is retried until the listener is back.
     listener.stop().await;
@@ -185,7 +224,10 @@ async fn one_line_per_report_over_tls13_across_a_listener_restart() -> Result<()
     tokio::time::sleep(Duration::from_millis(500)).await;
     let listener = Listener::start(&cert, port, &[&rustls::version::TLS13], tx).await?;
     sending.await??;
-    assert_eq!(next(&mut rx).await?.0, "<14>signal=kausal-ping;cluster-state.k8s_pods_count=9;state.hostname=agent-1;\n");
+    assert_eq!(
+        next(&mut rx).await?.0,
+        "<14>signal=kausal-ping;cluster-state.k8s_pods_count=9;state.hostname=agent-1;\n"
+    );
     assert!(rx.try_recv().is_err(), "one line per report");
     listener.stop().await;
     Ok(())
@@ -199,9 +241,18 @@ async fn tls12_only_listeners_are_refused_unless_allowed() -> Result<()> {
     std::fs::write(&ca, &cert.pem)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let listener = Listener::start(&cert, 0, &[&rustls::version::TLS12], tx).await?;
-    let fast = "retry_on_failure: {initial_interval: 10ms, max_interval: 20ms, max_elapsed_time: 100ms}";
-    let strict = exporter(&format!("endpoint: 127.0.0.1:{}\ntls: {{ca_file: {}}}\n{fast}", listener.port, ca.display()))?;
-    let err = strict.consume(report(1)).await.err().context("TLS 1.2 accepted by default")?;
+    let fast =
+        "retry_on_failure: {initial_interval: 10ms, max_interval: 20ms, max_elapsed_time: 100ms}";
+    let strict = exporter(&format!(
+        "endpoint: 127.0.0.1:{}\ntls: {{ca_file: {}}}\n{fast}",
+        listener.port,
+        ca.display()
+    ))?;
+    let err = strict
+        .consume(report(1))
+        .await
+        .err()
+        .context("TLS 1.2 accepted by default")?;
     assert!(err.to_string().contains("TLS handshake"), "{err}");
     let relaxed = exporter(&format!(
         "endpoint: 127.0.0.1:{}\ntls: {{ca_file: {}, min_version: '1.2'}}\n{fast}",
@@ -224,11 +275,23 @@ async fn untrusted_certificates_are_refused() -> Result<()> {
     std::fs::write(&ca, &other.pem)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let listener = Listener::start(&served, 0, &[&rustls::version::TLS13], tx).await?;
-    let fast = "retry_on_failure: {initial_interval: 10ms, max_interval: 20ms, max_elapsed_time: 100ms}";
-    let e = exporter(&format!("endpoint: 127.0.0.1:{}\ntls: {{ca_file: {}}}\n{fast}", listener.port, ca.display()))?;
-    let err = e.consume(report(1)).await.err().context("an untrusted certificate was accepted")?;
+    let fast =
+        "retry_on_failure: {initial_interval: 10ms, max_interval: 20ms, max_elapsed_time: 100ms}";
+    let e = exporter(&format!(
+        "endpoint: 127.0.0.1:{}\ntls: {{ca_file: {}}}\n{fast}",
+        listener.port,
+        ca.display()
+    ))?;
+    let err = e
+        .consume(report(1))
+        .await
+        .err()
+        .context("an untrusted certificate was accepted")?;
     assert!(err.to_string().contains("TLS handshake"), "{err}");
-    let insecure = exporter(&format!("endpoint: 127.0.0.1:{}\ntls: {{insecure_skip_verify: true}}\n{fast}", listener.port))?;
+    let insecure = exporter(&format!(
+        "endpoint: 127.0.0.1:{}\ntls: {{insecure_skip_verify: true}}\n{fast}",
+        listener.port
+    ))?;
     insecure.consume(report(3)).await?;
     assert!(next(&mut rx).await?.0.contains("k8s_pods_count=3"));
     listener.stop().await;

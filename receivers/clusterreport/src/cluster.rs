@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta};
-use kube::core::{ApiResource, GroupVersionKind};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
 
 /// Why talking to the cluster failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +61,10 @@ impl ResourceRef {
     fn api_resource(&self) -> ApiResource {
         // The kind only fills in type metadata of objects we never send back; lists need the
         // plural alone.
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&self.group, &self.version, ""), &self.resource)
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(&self.group, &self.version, ""),
+            &self.resource,
+        )
     }
 }
 
@@ -93,7 +96,10 @@ pub struct ClusterClient {
 impl ClusterClient {
     /// Connects with `kubeconfig` (its current context), or with the in-cluster service account
     /// / `$KUBECONFIG` / `~/.kube/config` when `None`.
-    pub async fn connect(kubeconfig: Option<&Path>, page_size: u32) -> Result<ClusterClient, ClusterError> {
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        page_size: u32,
+    ) -> Result<ClusterClient, ClusterError> {
         install_crypto_provider();
         let config = match kubeconfig {
             Some(path) => {
@@ -108,9 +114,12 @@ impl ClusterClient {
                         message: e.to_string(),
                     })?
             }
-            None => kube::Config::infer().await.map_err(|e| ClusterError::Infer(e.to_string()))?,
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| ClusterError::Infer(e.to_string()))?,
         };
-        let client = kube::Client::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))?;
+        let client =
+            kube::Client::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))?;
         Ok(ClusterClient {
             client,
             page_size: page_size.max(1),
@@ -122,10 +131,14 @@ impl ClusterClient {
     }
 
     pub async fn version(&self) -> Result<ServerVersion, ClusterError> {
-        let info = self.client.apiserver_version().await.map_err(|e| ClusterError::Request {
-            what: "GET /version".to_string(),
-            message: e.to_string(),
-        })?;
+        let info = self
+            .client
+            .apiserver_version()
+            .await
+            .map_err(|e| ClusterError::Request {
+                what: "GET /version".to_string(),
+                message: e.to_string(),
+            })?;
         Ok(ServerVersion {
             git_version: info.git_version,
             platform: info.platform,
@@ -142,10 +155,18 @@ impl ClusterClient {
 
     fn params(&self, selectors: &Selectors) -> ListParams {
         let mut lp = ListParams::default().limit(self.page_size);
-        if let Some(l) = selectors.label_selector.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(l) = selectors
+            .label_selector
+            .as_deref()
+            .filter(|s| !s.is_empty())
+        {
             lp = lp.labels(l);
         }
-        if let Some(f) = selectors.field_selector.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(f) = selectors
+            .field_selector
+            .as_deref()
+            .filter(|s| !s.is_empty())
+        {
             lp = lp.fields(f);
         }
         lp
@@ -153,7 +174,11 @@ impl ClusterClient {
 
     /// Metadata of every object, page by page; `None` when the server does not serve the
     /// resource (404).
-    pub async fn list_metadata(&self, resource: &ResourceRef, selectors: &Selectors) -> Result<Option<Vec<ObjectMeta>>, ClusterError> {
+    pub async fn list_metadata(
+        &self,
+        resource: &ResourceRef,
+        selectors: &Selectors,
+    ) -> Result<Option<Vec<ObjectMeta>>, ClusterError> {
         let api = self.api(resource, selectors.namespace.as_deref());
         let base = self.params(selectors);
         let mut out = Vec::new();
@@ -171,7 +196,9 @@ impl ClusterClient {
                         return Ok(Some(out));
                     }
                 }
-                Err(kube::Error::Api(status)) if status.is_not_found() && token.is_none() => return Ok(None),
+                Err(kube::Error::Api(status)) if status.is_not_found() && token.is_none() => {
+                    return Ok(None);
+                }
                 Err(e) => {
                     return Err(ClusterError::Request {
                         what: format!("listing {resource}"),
@@ -183,8 +210,15 @@ impl ClusterClient {
     }
 
     /// Number of objects (paged metadata lists); `None` when the resource is not served.
-    pub async fn count(&self, resource: &ResourceRef, selectors: &Selectors) -> Result<Option<usize>, ClusterError> {
-        Ok(self.list_metadata(resource, selectors).await?.map(|v| v.len()))
+    pub async fn count(
+        &self,
+        resource: &ResourceRef,
+        selectors: &Selectors,
+    ) -> Result<Option<usize>, ClusterError> {
+        Ok(self
+            .list_metadata(resource, selectors)
+            .await?
+            .map(|v| v.len()))
     }
 
     /// Every node with its providerID, labels, annotations and architecture.

@@ -117,21 +117,34 @@ impl Config {
             return Err(section.error("job_timeout", "must be more than 0s"));
         }
         if self.signal.is_empty() || self.signal.contains([';', '=', '\n', '\r']) {
-            return Err(section.error("signal", "must be non-empty, without ';', '=' or line breaks"));
+            return Err(section.error(
+                "signal",
+                "must be non-empty, without ';', '=' or line breaks",
+            ));
         }
         for (name, spec) in &self.counts {
             if BUILTIN_JOBS.contains(&name.as_str()) {
-                return Err(section.error(&format!("counts.{name}"), "a count job may not take a built-in job's name"));
+                return Err(section.error(
+                    &format!("counts.{name}"),
+                    "a count job may not take a built-in job's name",
+                ));
             }
             if spec.version.is_empty() || spec.resource.is_empty() {
-                return Err(section.error(&format!("counts.{name}"), "version and resource are required"));
+                return Err(section.error(
+                    &format!("counts.{name}"),
+                    "version and resource are required",
+                ));
             }
         }
         let le = &self.leader_election;
         if le.enabled && (le.retry_period.is_zero() || le.lease_duration <= le.retry_period) {
-            return Err(section.error("leader_election", "lease_duration must be longer than retry_period, and retry_period more than 0s"));
+            return Err(section.error(
+                "leader_election",
+                "lease_duration must be longer than retry_period, and retry_period more than 0s",
+            ));
         }
-        self.workflows().map_err(|(key, m)| section.error(&key, m))?;
+        self.workflows()
+            .map_err(|(key, m)| section.error(&key, m))?;
         Ok(())
     }
 
@@ -143,7 +156,8 @@ impl Config {
     pub fn workflows(&self) -> Result<Vec<Workflow>, (String, String)> {
         let fixed = self.fixed_values();
         let job = |name: &str| -> Option<Job> {
-            Job::builtin(name, &fixed).or_else(|| self.counts.get(name).map(|s| Job::Count(s.clone())))
+            Job::builtin(name, &fixed)
+                .or_else(|| self.counts.get(name).map(|s| Job::Count(s.clone())))
         };
         match &self.workflows {
             Some(map) => {
@@ -176,7 +190,12 @@ impl Config {
             None => {
                 let mut out: Vec<Workflow> = DEFAULT_JOBS
                     .iter()
-                    .filter_map(|n| job(n).map(|j| Workflow { name: n.to_string(), jobs: vec![(n.to_string(), j)] }))
+                    .filter_map(|n| {
+                        job(n).map(|j| Workflow {
+                            name: n.to_string(),
+                            jobs: vec![(n.to_string(), j)],
+                        })
+                    })
                     .collect();
                 if !fixed.is_empty() {
                     out.push(Workflow {
@@ -187,7 +206,11 @@ impl Config {
                 if !self.counts.is_empty() {
                     out.push(Workflow {
                         name: "counts".into(),
-                        jobs: self.counts.iter().map(|(n, s)| (n.clone(), Job::Count(s.clone()))).collect(),
+                        jobs: self
+                            .counts
+                            .iter()
+                            .map(|(n, s)| (n.clone(), Job::Count(s.clone())))
+                            .collect(),
                     });
                 }
                 Ok(out)
@@ -201,7 +224,8 @@ mod tests {
     use super::*;
 
     fn parse(yaml: &str) -> Result<Config, ConfigError> {
-        let section = ComponentConfig::from_yaml("clusterreport", yaml).map_err(|e| e.0[0].clone())?;
+        let section =
+            ComponentConfig::from_yaml("clusterreport", yaml).map_err(|e| e.0[0].clone())?;
         let c: Config = section.parse()?;
         c.validate(&section)?;
         Ok(c)
@@ -212,7 +236,12 @@ mod tests {
         let c = parse("").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.interval, DEFAULT_INTERVAL);
         assert!(c.leader_election.enabled);
-        let names: Vec<String> = c.workflows().unwrap_or_default().into_iter().map(|w| w.name).collect();
+        let names: Vec<String> = c
+            .workflows()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|w| w.name)
+            .collect();
         assert_eq!(names, DEFAULT_JOBS);
     }
 
@@ -224,20 +253,40 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         let w = c.workflows().unwrap_or_default();
         assert_eq!(w.len(), 1);
-        assert_eq!(w[0].jobs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["deployments", "fixed", "state"]);
+        assert_eq!(
+            w[0].jobs
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
+            ["deployments", "fixed", "state"]
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
         for (yaml, key, msg) in [
-            ("workflows: {w: [nope]}", "clusterreport.workflows.w", "unknown job \"nope\""),
+            (
+                "workflows: {w: [nope]}",
+                "clusterreport.workflows.w",
+                "unknown job \"nope\"",
+            ),
             ("interval: 0s", "clusterreport.interval", "at least 1s"),
-            ("counts: {state: {version: v1, resource: pods}}", "clusterreport.counts.state", "built-in"),
+            (
+                "counts: {state: {version: v1, resource: pods}}",
+                "clusterreport.counts.state",
+                "built-in",
+            ),
             ("signal: 'a;b'", "clusterreport.signal", "';'"),
-            ("leader_election: {lease_duration: 1s, retry_period: 2s}", "clusterreport.leader_election", "longer"),
+            (
+                "leader_election: {lease_duration: 1s, retry_period: 2s}",
+                "clusterreport.leader_election",
+                "longer",
+            ),
             ("bogus: 1", "clusterreport", "bogus"),
         ] {
-            let e = parse(yaml).err().unwrap_or_else(|| panic!("{yaml} accepted"));
+            let e = parse(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("{yaml} accepted"));
             assert!(e.path.starts_with(key), "{yaml}: path {}", e.path);
             assert!(e.to_string().contains(msg), "{yaml}: {e}");
         }

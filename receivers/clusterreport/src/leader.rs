@@ -33,25 +33,35 @@ pub enum Decision {
 }
 
 pub fn decide(lease: Option<&LeaseRecord>, me: &str, now: DateTime<Utc>) -> Decision {
-    let Some(lease) = lease else { return Decision::Acquire };
+    let Some(lease) = lease else {
+        return Decision::Acquire;
+    };
     match lease.holder.as_deref() {
         Some(h) if h == me => Decision::Renew,
         None | Some("") => Decision::Acquire,
         Some(_) => {
             let expired = match lease.renew_time {
                 Some(t) => {
-                    let d = chrono::Duration::from_std(lease.lease_duration).unwrap_or(chrono::Duration::MAX);
+                    let d = chrono::Duration::from_std(lease.lease_duration)
+                        .unwrap_or(chrono::Duration::MAX);
                     t.checked_add_signed(d).is_none_or(|end| end <= now)
                 }
                 None => true,
             };
-            if expired { Decision::Acquire } else { Decision::Follow }
+            if expired {
+                Decision::Acquire
+            } else {
+                Decision::Follow
+            }
         }
     }
 }
 
 fn lease_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"), "leases")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"),
+        "leases",
+    )
 }
 
 fn micro_time(t: DateTime<Utc>) -> String {
@@ -61,14 +71,24 @@ fn micro_time(t: DateTime<Utc>) -> String {
 fn record_of(obj: &DynamicObject) -> LeaseRecord {
     let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
     LeaseRecord {
-        holder: spec.get("holderIdentity").and_then(Value::as_str).map(str::to_string),
+        holder: spec
+            .get("holderIdentity")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         renew_time: spec
             .get("renewTime")
             .and_then(Value::as_str)
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
             .map(|t| t.with_timezone(&Utc)),
-        lease_duration: Duration::from_secs(spec.get("leaseDurationSeconds").and_then(Value::as_u64).unwrap_or(0)),
-        transitions: spec.get("leaseTransitions").and_then(Value::as_i64).unwrap_or(0),
+        lease_duration: Duration::from_secs(
+            spec.get("leaseDurationSeconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        ),
+        transitions: spec
+            .get("leaseTransitions")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
     }
 }
 
@@ -82,7 +102,13 @@ pub struct LeaderElector {
 }
 
 impl LeaderElector {
-    pub fn new(cluster: &ClusterClient, namespace: &str, name: &str, identity: &str, lease_duration: Duration) -> Self {
+    pub fn new(
+        cluster: &ClusterClient,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        lease_duration: Duration,
+    ) -> Self {
         LeaderElector {
             api: Api::namespaced_with(cluster.kube().clone(), namespace, &lease_resource()),
             name: name.to_string(),
@@ -113,7 +139,11 @@ impl LeaderElector {
             message: e.to_string(),
         };
         let now = Utc::now();
-        let current = self.api.get_opt(&self.name).await.map_err(|e| err("reading", e))?;
+        let current = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| err("reading", e))?;
         let record = current.as_ref().map(record_of);
         match decide(record.as_ref(), &self.identity, now) {
             Decision::Follow => Ok(false),
@@ -122,7 +152,10 @@ impl LeaderElector {
                     None => {
                         let mut obj = DynamicObject::new(&self.name, &lease_resource());
                         obj.data = json!({"spec": self.spec(now, micro_time(now), 0)});
-                        self.api.create(&PostParams::default(), &obj).await.map(|_| ())
+                        self.api
+                            .create(&PostParams::default(), &obj)
+                            .await
+                            .map(|_| ())
                     }
                     Some(mut obj) => {
                         let old = record.unwrap_or(LeaseRecord {
@@ -143,12 +176,17 @@ impl LeaderElector {
                             (micro_time(now), old.transitions + 1)
                         };
                         obj.data["spec"] = self.spec(now, acquire_time, transitions);
-                        self.api.replace(&self.name, &PostParams::default(), &obj).await.map(|_| ())
+                        self.api
+                            .replace(&self.name, &PostParams::default(), &obj)
+                            .await
+                            .map(|_| ())
                     }
                 };
                 match result {
                     Ok(()) => Ok(true),
-                    Err(kube::Error::Api(s)) if s.is_conflict() || s.is_already_exists() => Ok(false),
+                    Err(kube::Error::Api(s)) if s.is_conflict() || s.is_already_exists() => {
+                        Ok(false)
+                    }
                     Err(e) => Err(err("writing", e)),
                 }
             }
@@ -161,7 +199,10 @@ impl LeaderElector {
             && record_of(&obj).holder.as_deref() == Some(self.identity.as_str())
         {
             obj.data["spec"]["holderIdentity"] = Value::Null;
-            let _ = self.api.replace(&self.name, &PostParams::default(), &obj).await;
+            let _ = self
+                .api
+                .replace(&self.name, &PostParams::default(), &obj)
+                .await;
         }
     }
 }
@@ -183,10 +224,22 @@ mod tests {
     fn election_rules() {
         let now = Utc::now();
         assert_eq!(decide(None, "a", now), Decision::Acquire);
-        assert_eq!(decide(Some(&lease(Some("a"), 1, 15)), "a", now), Decision::Renew);
-        assert_eq!(decide(Some(&lease(Some("b"), 1, 15)), "a", now), Decision::Follow);
-        assert_eq!(decide(Some(&lease(Some("b"), 20, 15)), "a", now), Decision::Acquire);
-        assert_eq!(decide(Some(&lease(None, 1, 15)), "a", now), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&lease(Some("a"), 1, 15)), "a", now),
+            Decision::Renew
+        );
+        assert_eq!(
+            decide(Some(&lease(Some("b"), 1, 15)), "a", now),
+            Decision::Follow
+        );
+        assert_eq!(
+            decide(Some(&lease(Some("b"), 20, 15)), "a", now),
+            Decision::Acquire
+        );
+        assert_eq!(
+            decide(Some(&lease(None, 1, 15)), "a", now),
+            Decision::Acquire
+        );
         let mut no_renew = lease(Some("b"), 0, 15);
         no_renew.renew_time = None;
         assert_eq!(decide(Some(&no_renew), "a", now), Decision::Acquire);

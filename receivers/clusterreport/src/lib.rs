@@ -45,8 +45,18 @@ impl ReceiverFactory for Factory {
         validate(config)
     }
 
-    fn create(&self, ctx: CreateContext, config: &ComponentConfig, next: Arc<dyn Consumer>) -> Result<Arc<dyn Receiver>, ConfigError> {
-        Ok(Arc::new(ClusterReportReceiver::new(ctx, config, next, Output::Logs)?))
+    fn create(
+        &self,
+        ctx: CreateContext,
+        config: &ComponentConfig,
+        next: Arc<dyn Consumer>,
+    ) -> Result<Arc<dyn Receiver>, ConfigError> {
+        Ok(Arc::new(ClusterReportReceiver::new(
+            ctx,
+            config,
+            next,
+            Output::Logs,
+        )?))
     }
 }
 
@@ -70,7 +80,17 @@ impl ReceiverFactory for GaugesFactory {
         validate(config)
     }
 
-    fn create(&self, ctx: CreateContext, config: &ComponentConfig, next: Arc<dyn Consumer>) -> Result<Arc<dyn Receiver>, ConfigError> {
-        Ok(Arc::new(ClusterReportReceiver::new(ctx, config, next, Output::Gauges)?))
+    fn create(
+        &self,
+        ctx: CreateContext,
+        config: &ComponentConfig,
+        next: Arc<dyn Consumer>,
+    ) -> Result<Arc<dyn Receiver>, ConfigError> {
+        Ok(Arc::new(ClusterReportReceiver::new(
+            ctx,
+            config,
+            next,
+            Output::Gauges,
+        )?))
     }
 }

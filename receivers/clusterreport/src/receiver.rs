@@ -44,7 +44,12 @@ pub struct ClusterReportReceiver {
 }
 
 impl ClusterReportReceiver {
-    pub fn new(ctx: CreateContext, section: &ComponentConfig, next: Arc<dyn Consumer>, output: Output) -> Result<Self, ConfigError> {
+    pub fn new(
+        ctx: CreateContext,
+        section: &ComponentConfig,
+        next: Arc<dyn Consumer>,
+        output: Output,
+    ) -> Result<Self, ConfigError> {
         let config: Config = section.parse()?;
         config.validate(section)?;
         let workflows = config.workflows().map_err(|(k, m)| section.error(&k, m))?;
@@ -86,8 +91,16 @@ fn now_nanos() -> u64 {
 
 impl Loop {
     fn this_pod(&self) -> Option<(String, String)> {
-        let ns = self.config.pod_namespace.clone().or_else(|| std::env::var("POD_NAMESPACE").ok());
-        let name = self.config.pod_name.clone().or_else(|| std::env::var("POD_NAME").ok());
+        let ns = self
+            .config
+            .pod_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok());
+        let name = self
+            .config
+            .pod_name
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok());
         ns.zip(name).filter(|(n, p)| !n.is_empty() && !p.is_empty())
     }
 
@@ -96,13 +109,18 @@ impl Loop {
         if !le.enabled {
             return Ok(None);
         }
-        let cluster = ClusterClient::connect(self.config.kubeconfig.as_deref(), self.config.page_size)
-            .await
-            .map_err(|e| e.to_string())?;
+        let cluster =
+            ClusterClient::connect(self.config.kubeconfig.as_deref(), self.config.page_size)
+                .await
+                .map_err(|e| e.to_string())?;
         let namespace = le
             .lease_namespace
             .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
             .unwrap_or_else(|| "default".to_string());
         let name = le
             .lease_name
@@ -112,7 +130,13 @@ impl Loop {
             .identity
             .clone()
             .unwrap_or_else(|| format!("{}_{}", hostname(), std::process::id()));
-        Ok(Some(LeaderElector::new(&cluster, &namespace, &name, &identity, le.lease_duration)))
+        Ok(Some(LeaderElector::new(
+            &cluster,
+            &namespace,
+            &name,
+            &identity,
+            le.lease_duration,
+        )))
     }
 
     async fn report(&self, started: Instant) {
@@ -147,7 +171,8 @@ impl Loop {
         match self.next.consume(batch).await {
             Ok(()) => {
                 self.metrics.sent.inc_by(n);
-                self.reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.reports
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(component = %self.id, failed_jobs = failed, "cluster report sent");
             }
             Err(e) => {
@@ -170,7 +195,9 @@ impl Loop {
                 if elector.is_none() {
                     match self.elector().await {
                         Ok(e) => elector = e,
-                        Err(e) => tracing::warn!(component = %self.id, error = %e, "cannot reach the cluster for leader election"),
+                        Err(e) => {
+                            tracing::warn!(component = %self.id, error = %e, "cannot reach the cluster for leader election")
+                        }
                     }
                 }
                 match &elector {
@@ -217,7 +244,10 @@ impl Loop {
 #[async_trait]
 impl Component for ClusterReportReceiver {
     async fn start(&self, _host: &Host) -> Result<(), ComponentError> {
-        let mut running = self.running.lock().map_err(|_| ComponentError::new(&self.id, "state lock poisoned"))?;
+        let mut running = self
+            .running
+            .lock()
+            .map_err(|_| ComponentError::new(&self.id, "state lock poisoned"))?;
         if running.is_some() {
             return Ok(());
         }

@@ -4,10 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use kausal_core::otlp::{kv_str};
-use kausal_core::otlp_common::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value};
+use kausal_core::otlp::kv_str;
+use kausal_core::otlp_common::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+};
 use kausal_core::otlp_logs::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
-use kausal_core::otlp_metrics::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point};
+use kausal_core::otlp_metrics::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
 use kausal_core::otlp_resource::Resource;
 use serde_json::{Map, Value};
 
@@ -31,7 +35,12 @@ impl Report {
         Value::Object(
             self.workflows
                 .iter()
-                .map(|(w, values)| (w.clone(), Value::Object(values.iter().map(|(k, v)| (k.clone(), v.clone())).collect())))
+                .map(|(w, values)| {
+                    (
+                        w.clone(),
+                        Value::Object(values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+                    )
+                })
                 .collect(),
         )
     }
@@ -77,13 +86,17 @@ pub fn json_to_any_value(value: &Value) -> AnyValue {
         Value::Bool(b) => Some(any_value::Value::BoolValue(*b)),
         Value::Number(n) => match n.as_i64() {
             Some(i) => Some(any_value::Value::IntValue(i)),
-            None => Some(any_value::Value::DoubleValue(n.as_f64().unwrap_or(f64::NAN))),
+            None => Some(any_value::Value::DoubleValue(
+                n.as_f64().unwrap_or(f64::NAN),
+            )),
         },
         Value::String(s) => Some(any_value::Value::StringValue(s.clone())),
         Value::Array(items) => Some(any_value::Value::ArrayValue(ArrayValue {
             values: items.iter().map(json_to_any_value).collect(),
         })),
-        Value::Object(map) => Some(any_value::Value::KvlistValue(KeyValueList { values: object_to_kvs(map) })),
+        Value::Object(map) => Some(any_value::Value::KvlistValue(KeyValueList {
+            values: object_to_kvs(map),
+        })),
     };
     AnyValue { value: v }
 }
@@ -109,7 +122,11 @@ pub struct ReportMeta {
 
 fn resource(meta: &ReportMeta) -> Resource {
     Resource {
-        attributes: meta.resource_attributes.iter().map(|(k, v)| kv_str(k, v.clone())).collect(),
+        attributes: meta
+            .resource_attributes
+            .iter()
+            .map(|(k, v)| kv_str(k, v.clone()))
+            .collect(),
         ..Default::default()
     }
 }
@@ -189,19 +206,42 @@ mod tests {
     #[test]
     fn merge_is_deep_and_overlay_wins() {
         let mut base = json!({"a": {"x": 1, "y": 2}, "b": 1});
-        merge_json(&mut base, json!({"a": {"y": 3, "z": 4}, "c": "new", "b": {"now": "object"}}));
-        assert_eq!(base, json!({"a": {"x": 1, "y": 3, "z": 4}, "b": {"now": "object"}, "c": "new"}));
+        merge_json(
+            &mut base,
+            json!({"a": {"y": 3, "z": 4}, "c": "new", "b": {"now": "object"}}),
+        );
+        assert_eq!(
+            base,
+            json!({"a": {"x": 1, "y": 3, "z": 4}, "b": {"now": "object"}, "c": "new"})
+        );
     }
 
     #[test]
     fn body_maps_workflows_to_values() {
         let mut report = Report::default();
-        report.workflows.insert("cluster-state".into(), [("pod_count".to_string(), json!(3))].into());
-        let logs = to_logs(&report.to_json(), &ReportMeta { signal: "ping".into(), ..Default::default() });
-        let body = logs[0].scope_logs[0].log_records[0].body.clone().and_then(|b| b.value);
-        let Some(any_value::Value::KvlistValue(list)) = body else { panic!("body is not a kvlist: {body:?}") };
+        report.workflows.insert(
+            "cluster-state".into(),
+            [("pod_count".to_string(), json!(3))].into(),
+        );
+        let logs = to_logs(
+            &report.to_json(),
+            &ReportMeta {
+                signal: "ping".into(),
+                ..Default::default()
+            },
+        );
+        let body = logs[0].scope_logs[0].log_records[0]
+            .body
+            .clone()
+            .and_then(|b| b.value);
+        let Some(any_value::Value::KvlistValue(list)) = body else {
+            panic!("body is not a kvlist: {body:?}")
+        };
         assert_eq!(list.values[0].key, "cluster-state");
         let metrics = to_metrics(&report, &ReportMeta::default());
-        assert_eq!(metrics[0].scope_metrics[0].metrics[0].name, "kausal.report.cluster-state.pod_count");
+        assert_eq!(
+            metrics[0].scope_metrics[0].metrics[0].name,
+            "kausal.report.cluster-state.pod_count"
+        );
     }
 }

@@ -12,7 +12,9 @@ use kausal_core::config::ComponentConfig;
 use kausal_core::otlp_common::any_value;
 use kausal_core::telemetry::{ComponentMetrics, Telemetry};
 use kausal_core::{Batch, ComponentId, ConsumeError, Consumer};
-use kausal_receiver_clusterreport::jobs::{CountSpec, Job, JobContext, Workflow, run_workflows, workflows_from_job_names};
+use kausal_receiver_clusterreport::jobs::{
+    CountSpec, Job, JobContext, Workflow, run_workflows, workflows_from_job_names,
+};
 use kausal_receiver_clusterreport::report::Values;
 use kausal_receiver_clusterreport::{ClusterReportReceiver, Output};
 use kausal_sim::client::{ApiResource, ListParams, resources};
@@ -54,17 +56,43 @@ fn pod(name: &str, app: &str) -> Value {
 
 async fn populate(cluster: &SimClusterHandle) -> Result<()> {
     let admin = cluster.admin_client();
-    admin.create(&CRDS, None, &crd("gateway.networking.k8s.io", "gateways", "Gateway")).await?;
-    admin.create(&CRDS, None, &crd("gateway.networking.k8s.io", "httproutes", "HTTPRoute")).await?;
+    admin
+        .create(
+            &CRDS,
+            None,
+            &crd("gateway.networking.k8s.io", "gateways", "Gateway"),
+        )
+        .await?;
+    admin
+        .create(
+            &CRDS,
+            None,
+            &crd("gateway.networking.k8s.io", "httproutes", "HTTPRoute"),
+        )
+        .await?;
     for i in 0..5 {
-        admin.create(&resources::PODS, Some("default"), &pod(&format!("web-{i}"), "web")).await?;
+        admin
+            .create(
+                &resources::PODS,
+                Some("default"),
+                &pod(&format!("web-{i}"), "web"),
+            )
+            .await?;
     }
     for i in 0..2 {
-        admin.create(&resources::PODS, Some("default"), &pod(&format!("db-{i}"), "db")).await?;
+        admin
+            .create(
+                &resources::PODS,
+                Some("default"),
+                &pod(&format!("db-{i}"), "db"),
+            )
+            .await?;
     }
     for i in 0..3 {
         let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("svc-{i}")}, "spec": {"ports": [{"port": 80}]}});
-        admin.create(&resources::SERVICES, Some("default"), &svc).await?;
+        admin
+            .create(&resources::SERVICES, Some("default"), &svc)
+            .await?;
     }
     for i in 0..2 {
         let gw = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": format!("gw-{i}")}, "spec": {"gatewayClassName": "kong"}});
@@ -76,7 +104,12 @@ async fn populate(cluster: &SimClusterHandle) -> Result<()> {
 }
 
 async fn total(cluster: &SimClusterHandle, r: &ApiResource) -> Result<usize> {
-    Ok(cluster.admin_client().list(r, None, &ListParams::default()).await?.items.len())
+    Ok(cluster
+        .admin_client()
+        .list(r, None, &ListParams::default())
+        .await?
+        .items
+        .len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,8 +120,11 @@ async fn counts_equal_the_objects_created() -> Result<()> {
     cluster.write_kubeconfig(&kubeconfig)?;
     let outcome = async {
         populate(&cluster).await?;
-        let mut workflows = workflows_from_job_names(&["cluster-state".into(), "identify-platform".into()], &Values::new())
-            .map_err(anyhow::Error::msg)?;
+        let mut workflows = workflows_from_job_names(
+            &["cluster-state".into(), "identify-platform".into()],
+            &Values::new(),
+        )
+        .map_err(anyhow::Error::msg)?;
         workflows.push(Workflow {
             name: "counts".into(),
             jobs: vec![(
@@ -104,7 +140,15 @@ async fn counts_equal_the_objects_created() -> Result<()> {
             )],
         });
         // A page size of 2 makes every list take several pages.
-        let ctx = JobContext::for_workflows(&workflows, Some(&kubeconfig), 2, Duration::from_secs(60), Instant::now(), None).await;
+        let ctx = JobContext::for_workflows(
+            &workflows,
+            Some(&kubeconfig),
+            2,
+            Duration::from_secs(60),
+            Instant::now(),
+            None,
+        )
+        .await;
         let (report, failed) = run_workflows(&workflows, &ctx).await;
         let json = report.to_json();
         anyhow::ensure!(failed == 0, "jobs failed: {json:#}");
@@ -123,7 +167,10 @@ async fn counts_equal_the_objects_created() -> Result<()> {
     assert_eq!(state["k8s_gateways_count"], json!(2));
     assert_eq!(state["k8s_httproutes_count"], json!(1));
     // Kinds the cluster does not serve are left out, not reported as zero.
-    assert!(state.get("k8s_gatewayclasses_count").is_none(), "{report:#}");
+    assert!(
+        state.get("k8s_gatewayclasses_count").is_none(),
+        "{report:#}"
+    );
     assert!(state.get("k8s_ingresses_count").is_none(), "{report:#}");
     assert_eq!(report["counts"]["web_pods"], json!(5));
     let platform = &report["identify-platform"];
@@ -158,12 +205,23 @@ async fn a_count_of_an_unserved_resource_fails_alone() -> Result<()> {
             ("cluster-state".into(), Job::ClusterState),
         ],
     }];
-    let ctx = JobContext::for_workflows(&workflows, Some(&kubeconfig), 500, Duration::from_secs(60), Instant::now(), None).await;
+    let ctx = JobContext::for_workflows(
+        &workflows,
+        Some(&kubeconfig),
+        500,
+        Duration::from_secs(60),
+        Instant::now(),
+        None,
+    )
+    .await;
     let (report, failed) = run_workflows(&workflows, &ctx).await;
     cluster.shutdown().await;
     let inv = &report.workflows["inventory"];
     assert_eq!(failed, 1);
-    assert_eq!(inv["error.widgets"], json!("example.com/v1/widgets is not served by this cluster"));
+    assert_eq!(
+        inv["error.widgets"],
+        json!("example.com/v1/widgets is not served by this cluster")
+    );
     assert_eq!(inv["k8s_nodes_count"], json!(1));
     Ok(())
 }
@@ -177,7 +235,10 @@ struct Sink {
 #[async_trait]
 impl Consumer for Sink {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        self.batches.lock().map_err(|_| ConsumeError::permanent("poisoned"))?.push(batch);
+        self.batches
+            .lock()
+            .map_err(|_| ConsumeError::permanent("poisoned"))?
+            .push(batch);
         Ok(())
     }
 }
@@ -188,7 +249,12 @@ impl Sink {
     }
 }
 
-fn receiver(id: &str, yaml: &str, sink: Arc<Sink>, output: Output) -> Result<ClusterReportReceiver> {
+fn receiver(
+    id: &str,
+    yaml: &str,
+    sink: Arc<Sink>,
+    output: Output,
+) -> Result<ClusterReportReceiver> {
     let section = ComponentConfig::from_yaml(id, yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctx = CreateContext {
         id: ComponentId::parse(id).map_err(anyhow::Error::msg)?,
@@ -222,39 +288,82 @@ async fn one_replica_reports_until_it_leaves() -> Result<()> {
         )
     };
     let (sink_a, sink_b) = (Arc::new(Sink::default()), Arc::new(Sink::default()));
-    let a = receiver("clusterreport/a", &yaml("replica-a"), sink_a.clone(), Output::Logs)?;
-    let b = receiver("clusterreport/b", &yaml("replica-b"), sink_b.clone(), Output::Logs)?;
+    let a = receiver(
+        "clusterreport/a",
+        &yaml("replica-a"),
+        sink_a.clone(),
+        Output::Logs,
+    )?;
+    let b = receiver(
+        "clusterreport/b",
+        &yaml("replica-b"),
+        sink_b.clone(),
+        Output::Logs,
+    )?;
     let outcome = async {
         a.start(&Host::default()).await?;
         b.start(&Host::default()).await?;
-        wait_until("a first report", Duration::from_secs(30), || sink_a.count() + sink_b.count() >= 1).await?;
+        wait_until("a first report", Duration::from_secs(30), || {
+            sink_a.count() + sink_b.count() >= 1
+        })
+        .await?;
         // Several election rounds later, still only the leader has reported.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (first_a, first_b) = (sink_a.count(), sink_b.count());
-        anyhow::ensure!(first_a + first_b == 1, "both replicas reported: a={first_a} b={first_b}");
-        let (leader, follower_sink) = if first_a == 1 { (&a, &sink_b) } else { (&b, &sink_a) };
+        anyhow::ensure!(
+            first_a + first_b == 1,
+            "both replicas reported: a={first_a} b={first_b}"
+        );
+        let (leader, follower_sink) = if first_a == 1 {
+            (&a, &sink_b)
+        } else {
+            (&b, &sink_a)
+        };
         // The leader leaves (releasing the lease); the other takes over and reports.
         leader.shutdown().await?;
-        wait_until("the follower's report", Duration::from_secs(30), || follower_sink.count() == 1).await?;
-        let batch = follower_sink.batches.lock().map_err(|_| anyhow::anyhow!("poisoned"))?[0].clone();
+        wait_until("the follower's report", Duration::from_secs(30), || {
+            follower_sink.count() == 1
+        })
+        .await?;
+        let batch = follower_sink
+            .batches
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?[0]
+            .clone();
         Ok::<_, anyhow::Error>(batch)
     }
     .await;
     a.shutdown().await?;
     b.shutdown().await?;
     cluster.shutdown().await;
-    let Batch::Logs(logs) = outcome? else { bail!("not logs") };
+    let Batch::Logs(logs) = outcome? else {
+        bail!("not logs")
+    };
     let record = &logs[0].scope_logs[0].log_records[0];
-    assert_eq!(kausal_core::otlp::attr_str(&record.attributes, "kausal.report.signal"), Some("test-ping"));
-    let Some(any_value::Value::KvlistValue(body)) = record.body.as_ref().and_then(|b| b.value.clone()) else {
+    assert_eq!(
+        kausal_core::otlp::attr_str(&record.attributes, "kausal.report.signal"),
+        Some("test-ping")
+    );
+    let Some(any_value::Value::KvlistValue(body)) =
+        record.body.as_ref().and_then(|b| b.value.clone())
+    else {
         bail!("body is not a key-value list")
     };
-    let inventory = body.values.iter().find(|kv| kv.key == "inventory").context("inventory workflow")?;
-    let Some(any_value::Value::KvlistValue(values)) = inventory.value.as_ref().and_then(|v| v.value.clone()) else {
+    let inventory = body
+        .values
+        .iter()
+        .find(|kv| kv.key == "inventory")
+        .context("inventory workflow")?;
+    let Some(any_value::Value::KvlistValue(values)) =
+        inventory.value.as_ref().and_then(|v| v.value.clone())
+    else {
         bail!("workflow is not a key-value list")
     };
     let keys: Vec<&str> = values.values.iter().map(|kv| kv.key.as_str()).collect();
-    assert!(keys.contains(&"k8s_nodes_count") && keys.contains(&"hostname"), "{keys:?}");
+    assert!(
+        keys.contains(&"k8s_nodes_count") && keys.contains(&"hostname"),
+        "{keys:?}"
+    );
     Ok(())
 }
 
@@ -275,17 +384,27 @@ async fn gauges_carry_the_counts() -> Result<()> {
     r.shutdown().await?;
     cluster.shutdown().await;
     waited?;
-    let batch = sink.batches.lock().map_err(|_| anyhow::anyhow!("poisoned"))?[0].clone();
-    let Batch::Metrics(metrics) = batch else { bail!("not metrics") };
+    let batch = sink
+        .batches
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?[0]
+        .clone();
+    let Batch::Metrics(metrics) = batch else {
+        bail!("not metrics")
+    };
     let nodes = metrics[0].scope_metrics[0]
         .metrics
         .iter()
         .find(|m| m.name == "kausal.report.inventory.k8s_nodes_count")
         .context("node gauge")?;
-    let Some(kausal_core::otlp_metrics::metric::Data::Gauge(g)) = &nodes.data else { bail!("not a gauge") };
+    let Some(kausal_core::otlp_metrics::metric::Data::Gauge(g)) = &nodes.data else {
+        bail!("not a gauge")
+    };
     assert_eq!(
         g.data_points[0].value,
-        Some(kausal_core::otlp_metrics::number_data_point::Value::AsInt(3))
+        Some(kausal_core::otlp_metrics::number_data_point::Value::AsInt(
+            3
+        ))
     );
     Ok(())
 }

@@ -67,11 +67,17 @@ impl Mesh {
                     || label("security.istio.io/tlsMode") == Some("istio")
                     || ann("ambient.istio.io/redirection") == Some("enabled")
             }
-            Mesh::Linkerd => ann("linkerd.io/proxy-version").is_some() || label("linkerd.io/control-plane-ns").is_some(),
+            Mesh::Linkerd => {
+                ann("linkerd.io/proxy-version").is_some()
+                    || label("linkerd.io/control-plane-ns").is_some()
+            }
             Mesh::Kuma | Mesh::KongMesh => ann("kuma.io/sidecar-injected") == Some("true"),
             Mesh::Consul => ann("consul.hashicorp.com/connect-inject-status") == Some("injected"),
             Mesh::TraefikMesh => false,
-            Mesh::AwsAppMesh => ann("appmesh.k8s.aws/mesh").is_some() || ann("appmesh.k8s.aws/virtualNode").is_some(),
+            Mesh::AwsAppMesh => {
+                ann("appmesh.k8s.aws/mesh").is_some()
+                    || ann("appmesh.k8s.aws/virtualNode").is_some()
+            }
         }
     }
 }
@@ -116,10 +122,12 @@ pub fn detect(inputs: &MeshInputs) -> Vec<MeshFinding> {
             .any(|(_, name)| m.control_plane_services().contains(&name.as_str()))
     };
     let kuma_marks_are_kong = present(Mesh::KongMesh) && !present(Mesh::Kuma);
-    let this_pod = inputs
-        .this_pod
-        .as_ref()
-        .and_then(|(ns, name)| inputs.pods.iter().find(|p| &p.namespace == ns && &p.name == name));
+    let this_pod = inputs.this_pod.as_ref().and_then(|(ns, name)| {
+        inputs
+            .pods
+            .iter()
+            .find(|p| &p.namespace == ns && &p.name == name)
+    });
     ALL_MESHES
         .iter()
         .map(|&mesh| {
@@ -159,8 +167,15 @@ pub fn mesh_values(inputs: &MeshInputs) -> Values {
         m.insert("control_plane".into(), json!(f.control_plane));
         if let Some(n) = f.pods_meshed {
             m.insert("pods_meshed".into(), json!(n));
-            let percent = if total == 0 { 0.0 } else { (n as f64) * 100.0 / (total as f64) };
-            m.insert("pods_meshed_percent".into(), json!((percent * 10.0).round() / 10.0));
+            let percent = if total == 0 {
+                0.0
+            } else {
+                (n as f64) * 100.0 / (total as f64)
+            };
+            m.insert(
+                "pods_meshed_percent".into(),
+                json!((percent * 10.0).round() / 10.0),
+            );
         }
         if let Some(b) = f.this_pod_meshed {
             m.insert("this_pod_meshed".into(), json!(b));
@@ -170,9 +185,15 @@ pub fn mesh_values(inputs: &MeshInputs) -> Values {
     v
 }
 
-pub async fn run(cluster: &ClusterClient, this_pod: Option<(String, String)>) -> Result<Values, ClusterError> {
+pub async fn run(
+    cluster: &ClusterClient,
+    this_pod: Option<(String, String)>,
+) -> Result<Values, ClusterError> {
     let services = cluster
-        .list_metadata(&ResourceRef::new("", "v1", "services"), &Selectors::default())
+        .list_metadata(
+            &ResourceRef::new("", "v1", "services"),
+            &Selectors::default(),
+        )
         .await?
         .unwrap_or_default()
         .into_iter()
@@ -190,7 +211,11 @@ pub async fn run(cluster: &ClusterClient, this_pod: Option<(String, String)>) ->
             annotations: m.annotations.unwrap_or_default(),
         })
         .collect();
-    Ok(mesh_values(&MeshInputs { services, pods, this_pod }))
+    Ok(mesh_values(&MeshInputs {
+        services,
+        pods,
+        this_pod,
+    }))
 }
 
 #[cfg(test)]
@@ -201,8 +226,14 @@ mod tests {
         PodMeta {
             namespace: ns.into(),
             name: name.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -211,7 +242,10 @@ mod tests {
     }
 
     fn finding(inputs: &MeshInputs, mesh: Mesh) -> MeshFinding {
-        detect(inputs).into_iter().find(|f| f.mesh == mesh).unwrap_or_else(|| panic!("no finding for {mesh:?}"))
+        detect(inputs)
+            .into_iter()
+            .find(|f| f.mesh == mesh)
+            .unwrap_or_else(|| panic!("no finding for {mesh:?}"))
     }
 
     #[test]
@@ -222,17 +256,64 @@ mod tests {
             meshed_pod: PodMeta,
         }
         let cases = [
-            Case { mesh: Mesh::Istio, service: ("istio-system", "istiod"), meshed_pod: pod("app", "web", &[], &[("sidecar.istio.io/status", "{\"containers\":[\"istio-proxy\"]}")]) },
-            Case { mesh: Mesh::Linkerd, service: ("linkerd", "linkerd-destination"), meshed_pod: pod("app", "web", &[("linkerd.io/control-plane-ns", "linkerd")], &[("linkerd.io/proxy-version", "stable-2.14.1")]) },
-            Case { mesh: Mesh::Kuma, service: ("kuma-system", "kuma-control-plane"), meshed_pod: pod("app", "web", &[], &[("kuma.io/sidecar-injected", "true")]) },
-            Case { mesh: Mesh::KongMesh, service: ("kong-mesh-system", "kong-mesh-control-plane"), meshed_pod: pod("app", "web", &[], &[("kuma.io/sidecar-injected", "true")]) },
-            Case { mesh: Mesh::Consul, service: ("consul", "consul-server"), meshed_pod: pod("app", "web", &[], &[("consul.hashicorp.com/connect-inject-status", "injected")]) },
-            Case { mesh: Mesh::AwsAppMesh, service: ("appmesh-system", "appmesh-controller-webhook-service"), meshed_pod: pod("app", "web", &[], &[("appmesh.k8s.aws/mesh", "my-mesh")]) },
+            Case {
+                mesh: Mesh::Istio,
+                service: ("istio-system", "istiod"),
+                meshed_pod: pod(
+                    "app",
+                    "web",
+                    &[],
+                    &[(
+                        "sidecar.istio.io/status",
+                        "{\"containers\":[\"istio-proxy\"]}",
+                    )],
+                ),
+            },
+            Case {
+                mesh: Mesh::Linkerd,
+                service: ("linkerd", "linkerd-destination"),
+                meshed_pod: pod(
+                    "app",
+                    "web",
+                    &[("linkerd.io/control-plane-ns", "linkerd")],
+                    &[("linkerd.io/proxy-version", "stable-2.14.1")],
+                ),
+            },
+            Case {
+                mesh: Mesh::Kuma,
+                service: ("kuma-system", "kuma-control-plane"),
+                meshed_pod: pod("app", "web", &[], &[("kuma.io/sidecar-injected", "true")]),
+            },
+            Case {
+                mesh: Mesh::KongMesh,
+                service: ("kong-mesh-system", "kong-mesh-control-plane"),
+                meshed_pod: pod("app", "web", &[], &[("kuma.io/sidecar-injected", "true")]),
+            },
+            Case {
+                mesh: Mesh::Consul,
+                service: ("consul", "consul-server"),
+                meshed_pod: pod(
+                    "app",
+                    "web",
+                    &[],
+                    &[("consul.hashicorp.com/connect-inject-status", "injected")],
+                ),
+            },
+            Case {
+                mesh: Mesh::AwsAppMesh,
+                service: ("appmesh-system", "appmesh-controller-webhook-service"),
+                meshed_pod: pod("app", "web", &[], &[("appmesh.k8s.aws/mesh", "my-mesh")]),
+            },
         ];
         for c in cases {
             let inputs = MeshInputs {
                 services: vec![svc(c.service.0, c.service.1), svc("default", "kubernetes")],
-                pods: vec![c.meshed_pod.clone(), pod("app", "db", &[], &[]), pod("kube-system", "dns", &[], &[]), pod("app", "cache", &[], &[])],
+                pods: vec![
+                    c.meshed_pod.clone(),
+                    pod("app", "db", &[], &[]),
+                    pod("kube-system", "dns", &[], &[]),
+                    pod("app", "cache", &[], &[]),
+                ],
                 this_pod: Some(("app".into(), "web".into())),
             };
             let f = finding(&inputs, c.mesh);
@@ -241,11 +322,25 @@ mod tests {
             assert_eq!(f.this_pod_meshed, Some(true), "{:?}: this pod", c.mesh);
             for other in ALL_MESHES.iter().filter(|m| **m != c.mesh) {
                 let o = finding(&inputs, *other);
-                assert!(!o.control_plane, "{:?} fixture shows {other:?} control plane", c.mesh);
-                assert_ne!(o.this_pod_meshed, Some(true), "{:?} fixture puts this pod in {other:?}", c.mesh);
+                assert!(
+                    !o.control_plane,
+                    "{:?} fixture shows {other:?} control plane",
+                    c.mesh
+                );
+                assert_ne!(
+                    o.this_pod_meshed,
+                    Some(true),
+                    "{:?} fixture puts this pod in {other:?}",
+                    c.mesh
+                );
             }
             let values = mesh_values(&inputs);
-            assert_eq!(values[c.mesh.as_str()]["pods_meshed_percent"], json!(25.0), "{:?}", c.mesh);
+            assert_eq!(
+                values[c.mesh.as_str()]["pods_meshed_percent"],
+                json!(25.0),
+                "{:?}",
+                c.mesh
+            );
         }
     }
 
@@ -273,14 +368,20 @@ mod tests {
             assert_eq!(f.this_pod_meshed, None);
             assert!(f.pods_meshed.unwrap_or(0) == 0);
         }
-        assert_eq!(mesh_values(&MeshInputs::default())["istio"]["pods_meshed_percent"], json!(0.0));
+        assert_eq!(
+            mesh_values(&MeshInputs::default())["istio"]["pods_meshed_percent"],
+            json!(0.0)
+        );
     }
 
     #[test]
     fn this_pod_outside_the_mesh() {
         let inputs = MeshInputs {
             services: vec![svc("istio-system", "istiod")],
-            pods: vec![pod("app", "web", &[], &[("sidecar.istio.io/status", "{}")]), pod("kausal", "agent", &[], &[])],
+            pods: vec![
+                pod("app", "web", &[], &[("sidecar.istio.io/status", "{}")]),
+                pod("kausal", "agent", &[], &[]),
+            ],
             this_pod: Some(("kausal".into(), "agent".into())),
         };
         let f = finding(&inputs, Mesh::Istio);

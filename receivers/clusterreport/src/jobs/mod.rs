@@ -105,7 +105,10 @@ impl JobContext {
         started: Instant,
         this_pod: Option<(String, String)>,
     ) -> JobContext {
-        let needs_cluster = workflows.iter().flat_map(|w| &w.jobs).any(|(_, j)| j.needs_cluster());
+        let needs_cluster = workflows
+            .iter()
+            .flat_map(|w| &w.jobs)
+            .any(|(_, j)| j.needs_cluster());
         let (cluster, cluster_error) = if needs_cluster {
             match ClusterClient::connect(kubeconfig, page_size).await {
                 Ok(c) => (Some(c), None),
@@ -143,7 +146,11 @@ pub fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".to_string())
 }
@@ -154,27 +161,80 @@ const STATE_RESOURCES: &[(&str, &str, &[&str], &str)] = &[
     ("k8s_nodes_count", "", &["v1"], "nodes"),
     ("k8s_pods_count", "", &["v1"], "pods"),
     ("k8s_services_count", "", &["v1"], "services"),
-    ("k8s_ingresses_count", "networking.k8s.io", &["v1"], "ingresses"),
-    ("k8s_gatewayclasses_count", GATEWAY_GROUP, &["v1", "v1beta1"], "gatewayclasses"),
-    ("k8s_gateways_count", GATEWAY_GROUP, &["v1", "v1beta1"], "gateways"),
-    ("k8s_httproutes_count", GATEWAY_GROUP, &["v1", "v1beta1"], "httproutes"),
-    ("k8s_grpcroutes_count", GATEWAY_GROUP, &["v1", "v1alpha2"], "grpcroutes"),
-    ("k8s_referencegrants_count", GATEWAY_GROUP, &["v1", "v1beta1"], "referencegrants"),
-    ("k8s_tlsroutes_count", GATEWAY_GROUP, &["v1alpha2"], "tlsroutes"),
-    ("k8s_tcproutes_count", GATEWAY_GROUP, &["v1alpha2"], "tcproutes"),
-    ("k8s_udproutes_count", GATEWAY_GROUP, &["v1alpha2"], "udproutes"),
+    (
+        "k8s_ingresses_count",
+        "networking.k8s.io",
+        &["v1"],
+        "ingresses",
+    ),
+    (
+        "k8s_gatewayclasses_count",
+        GATEWAY_GROUP,
+        &["v1", "v1beta1"],
+        "gatewayclasses",
+    ),
+    (
+        "k8s_gateways_count",
+        GATEWAY_GROUP,
+        &["v1", "v1beta1"],
+        "gateways",
+    ),
+    (
+        "k8s_httproutes_count",
+        GATEWAY_GROUP,
+        &["v1", "v1beta1"],
+        "httproutes",
+    ),
+    (
+        "k8s_grpcroutes_count",
+        GATEWAY_GROUP,
+        &["v1", "v1alpha2"],
+        "grpcroutes",
+    ),
+    (
+        "k8s_referencegrants_count",
+        GATEWAY_GROUP,
+        &["v1", "v1beta1"],
+        "referencegrants",
+    ),
+    (
+        "k8s_tlsroutes_count",
+        GATEWAY_GROUP,
+        &["v1alpha2"],
+        "tlsroutes",
+    ),
+    (
+        "k8s_tcproutes_count",
+        GATEWAY_GROUP,
+        &["v1alpha2"],
+        "tcproutes",
+    ),
+    (
+        "k8s_udproutes_count",
+        GATEWAY_GROUP,
+        &["v1alpha2"],
+        "udproutes",
+    ),
 ];
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 async fn cluster_state(cluster: &ClusterClient) -> Result<Values, JobError> {
-    let lists = STATE_RESOURCES.iter().map(|(key, group, versions, plural)| async move {
-        for version in versions.iter() {
-            if let Some(n) = cluster.count(&ResourceRef::new(group, version, plural), &Selectors::default()).await? {
-                return Ok::<_, JobError>(Some((key.to_string(), n)));
+    let lists = STATE_RESOURCES
+        .iter()
+        .map(|(key, group, versions, plural)| async move {
+            for version in versions.iter() {
+                if let Some(n) = cluster
+                    .count(
+                        &ResourceRef::new(group, version, plural),
+                        &Selectors::default(),
+                    )
+                    .await?
+                {
+                    return Ok::<_, JobError>(Some((key.to_string(), n)));
+                }
             }
-        }
-        Ok(None)
-    });
+            Ok(None)
+        });
     let mut values = Values::new();
     for found in futures::future::join_all(lists).await {
         if let Some((key, n)) = found? {
@@ -201,7 +261,11 @@ async fn count(cluster: &ClusterClient, spec: &CountSpec) -> Result<Value, JobEr
 pub async fn run_job(name: &str, job: &Job, ctx: &JobContext) -> Result<Values, JobError> {
     let cluster = || {
         ctx.cluster.as_ref().ok_or_else(|| {
-            JobError::NoCluster(ctx.cluster_error.clone().unwrap_or_else(|| "not connected".to_string()))
+            JobError::NoCluster(
+                ctx.cluster_error
+                    .clone()
+                    .unwrap_or_else(|| "not connected".to_string()),
+            )
         })
     };
     let work = async {
@@ -210,11 +274,17 @@ pub async fn run_job(name: &str, job: &Job, ctx: &JobContext) -> Result<Values, 
             Job::ClusterState => cluster_state(cluster()?).await,
             Job::MeshDetect => Ok(mesh::run(cluster()?, ctx.this_pod.clone()).await?),
             Job::State => Ok(Values::from([
-                ("uptime_seconds".to_string(), json!(ctx.started.elapsed().as_secs())),
+                (
+                    "uptime_seconds".to_string(),
+                    json!(ctx.started.elapsed().as_secs()),
+                ),
                 ("hostname".to_string(), json!(ctx.hostname)),
             ])),
             Job::Fixed(values) => Ok(values.clone()),
-            Job::Count(spec) => Ok(Values::from([(name.to_string(), count(cluster()?, spec).await?)])),
+            Job::Count(spec) => Ok(Values::from([(
+                name.to_string(),
+                count(cluster()?, spec).await?,
+            )])),
         }
     };
     match tokio::time::timeout(ctx.job_timeout, work).await {
@@ -227,10 +297,15 @@ pub async fn run_job(name: &str, job: &Job, ctx: &JobContext) -> Result<Values, 
 /// recorded as `error.<job>` in their workflow; the count of failed jobs is returned too.
 pub async fn run_workflows(workflows: &[Workflow], ctx: &JobContext) -> (Report, usize) {
     let runs = workflows.iter().flat_map(|w| {
-        w.jobs.iter().map(move |(name, job)| async move { (w.name.clone(), name.clone(), run_job(name, job, ctx).await) })
+        w.jobs.iter().map(move |(name, job)| async move {
+            (w.name.clone(), name.clone(), run_job(name, job, ctx).await)
+        })
     });
     let results = futures::future::join_all(runs).await;
-    let mut workflows_out: BTreeMap<String, Values> = workflows.iter().map(|w| (w.name.clone(), Values::new())).collect();
+    let mut workflows_out: BTreeMap<String, Values> = workflows
+        .iter()
+        .map(|w| (w.name.clone(), Values::new()))
+        .collect();
     let mut failed = 0;
     for (workflow, job, result) in results {
         let entry = workflows_out.entry(workflow.clone()).or_default();
@@ -243,7 +318,12 @@ pub async fn run_workflows(workflows: &[Workflow], ctx: &JobContext) -> (Report,
             }
         }
     }
-    (Report { workflows: workflows_out }, failed)
+    (
+        Report {
+            workflows: workflows_out,
+        },
+        failed,
+    )
 }
 
 /// One workflow per job, named after it: what `--jobs a,b` means on the command line.
@@ -251,8 +331,9 @@ pub fn workflows_from_job_names(names: &[String], fixed: &Values) -> Result<Vec<
     names
         .iter()
         .map(|n| {
-            let job = Job::builtin(n, fixed)
-                .ok_or_else(|| format!("unknown job {n:?}; known jobs: {}", BUILTIN_JOBS.join(", ")))?;
+            let job = Job::builtin(n, fixed).ok_or_else(|| {
+                format!("unknown job {n:?}; known jobs: {}", BUILTIN_JOBS.join(", "))
+            })?;
             Ok(Workflow {
                 name: n.clone(),
                 jobs: vec![(n.clone(), job)],
@@ -282,7 +363,10 @@ mod tests {
         let workflows = vec![
             Workflow {
                 name: "mixed".into(),
-                jobs: vec![("state".into(), Job::State), ("identify-platform".into(), Job::IdentifyPlatform)],
+                jobs: vec![
+                    ("state".into(), Job::State),
+                    ("identify-platform".into(), Job::IdentifyPlatform),
+                ],
             },
             Workflow {
                 name: "fixed".into(),
@@ -294,15 +378,24 @@ mod tests {
         let mixed = &report.workflows["mixed"];
         assert_eq!(mixed["hostname"], json!("host-1"));
         assert!(mixed["uptime_seconds"].is_u64());
-        assert_eq!(mixed["error.identify-platform"], json!("no cluster connection: kubeconfig missing"));
+        assert_eq!(
+            mixed["error.identify-platform"],
+            json!("no cluster connection: kubeconfig missing")
+        );
         assert_eq!(report.workflows["fixed"]["product"], json!("kausal"));
     }
 
     #[test]
     fn job_names_become_workflows() {
-        let w = workflows_from_job_names(&["state".into(), "cluster-state".into()], &Values::new()).unwrap_or_default();
-        assert_eq!(w.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["state", "cluster-state"]);
-        let err = workflows_from_job_names(&["nope".into()], &Values::new()).err().unwrap_or_default();
+        let w = workflows_from_job_names(&["state".into(), "cluster-state".into()], &Values::new())
+            .unwrap_or_default();
+        assert_eq!(
+            w.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+            ["state", "cluster-state"]
+        );
+        let err = workflows_from_job_names(&["nope".into()], &Values::new())
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("unknown job \"nope\""), "{err}");
     }
 }

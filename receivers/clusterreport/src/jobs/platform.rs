@@ -68,7 +68,10 @@ const DISTRIBUTION_LABELS: &[(&str, Provider)] = &[
     ("node.kubernetes.io/instance-type=rke2", Provider::Rke2),
 ];
 const DISTRIBUTION_ANNOTATIONS: &[(&str, Provider)] = &[
-    ("machineconfiguration.openshift.io/currentConfig", Provider::OpenShift),
+    (
+        "machineconfiguration.openshift.io/currentConfig",
+        Provider::OpenShift,
+    ),
     ("rke2.io/node-args", Provider::Rke2),
     ("rke2.io/hostname", Provider::Rke2),
     ("k3s.io/node-args", Provider::K3s),
@@ -117,7 +120,10 @@ fn label_matches(labels: &std::collections::BTreeMap<String, String>, rule: &str
 
 /// `gce` from `gce://project/zone/name`.
 pub fn provider_id_scheme(provider_id: &str) -> Option<&str> {
-    provider_id.split_once("://").map(|(scheme, _)| scheme).filter(|s| !s.is_empty())
+    provider_id
+        .split_once("://")
+        .map(|(scheme, _)| scheme)
+        .filter(|s| !s.is_empty())
 }
 
 /// The provider and the evidence that decided it.
@@ -157,7 +163,12 @@ pub fn semver(git_version: &str) -> Option<String> {
     let core = git_version.trim().trim_start_matches('v');
     let core = core.split(['-', '+']).next().unwrap_or_default();
     let parts: Vec<&str> = core.split('.').collect();
-    if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit())) {
+    if parts.len() < 2
+        || parts.len() > 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+    {
         return None;
     }
     let patch = parts.get(2).copied().unwrap_or("0");
@@ -180,33 +191,57 @@ pub fn platform_values(git_version: &str, platform: &str, nodes: &[NodeFacts]) -
     v.insert("k8s_provider_evidence".into(), json!(evidence.as_str()));
     let arches: BTreeSet<&str> = nodes
         .iter()
-        .filter_map(|n| n.architecture.as_deref().or_else(|| n.labels.get("kubernetes.io/arch").map(String::as_str)))
+        .filter_map(|n| {
+            n.architecture
+                .as_deref()
+                .or_else(|| n.labels.get("kubernetes.io/arch").map(String::as_str))
+        })
         .collect();
-    v.insert("k8s_node_architectures".into(), json!(arches.into_iter().collect::<Vec<_>>().join(",")));
+    v.insert(
+        "k8s_node_architectures".into(),
+        json!(arches.into_iter().collect::<Vec<_>>().join(",")),
+    );
     let schemes: BTreeSet<&str> = nodes
         .iter()
         .filter_map(|n| n.provider_id.as_deref().and_then(provider_id_scheme))
         .collect();
-    v.insert("k8s_node_provider_ids".into(), json!(schemes.into_iter().collect::<Vec<_>>().join(",")));
+    v.insert(
+        "k8s_node_provider_ids".into(),
+        json!(schemes.into_iter().collect::<Vec<_>>().join(",")),
+    );
     v
 }
 
 pub async fn run(cluster: &ClusterClient) -> Result<Values, ClusterError> {
     let version = cluster.version().await?;
     let nodes = cluster.nodes().await?;
-    Ok(platform_values(&version.git_version, &version.platform, &nodes))
+    Ok(platform_values(
+        &version.git_version,
+        &version.platform,
+        &nodes,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn node(provider_id: Option<&str>, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> NodeFacts {
+    fn node(
+        provider_id: Option<&str>,
+        labels: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+    ) -> NodeFacts {
         NodeFacts {
             name: "n".into(),
             provider_id: provider_id.map(str::to_string),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             architecture: None,
         }
     }
@@ -221,28 +256,192 @@ mod tests {
             evidence: Evidence,
         }
         let cases = vec![
-            Case { name: "gke version", version: "v1.29.1-gke.1589000", nodes: vec![], want: Provider::Gke, evidence: Evidence::Version },
-            Case { name: "gke label", version: "v1.29.1", nodes: vec![node(None, &[("cloud.google.com/gke-nodepool", "pool-1")], &[])], want: Provider::Gke, evidence: Evidence::Label },
-            Case { name: "gke provider id", version: "v1.29.1", nodes: vec![node(Some("gce://proj/europe-west1-b/gke-node-1"), &[], &[])], want: Provider::Gke, evidence: Evidence::ProviderId },
-            Case { name: "eks version", version: "v1.28.5-eks-5e0fdde", nodes: vec![], want: Provider::Eks, evidence: Evidence::Version },
-            Case { name: "eks label", version: "v1.28.5", nodes: vec![node(Some("aws:///eu-west-1a/i-0abc"), &[("eks.amazonaws.com/nodegroup", "ng-1")], &[])], want: Provider::Eks, evidence: Evidence::Label },
-            Case { name: "eks provider id", version: "v1.28.5", nodes: vec![node(Some("aws:///eu-west-1a/i-0abc"), &[], &[])], want: Provider::Eks, evidence: Evidence::ProviderId },
-            Case { name: "aks label", version: "v1.28.3", nodes: vec![node(None, &[("kubernetes.azure.com/cluster", "MC_rg_aks_westeurope")], &[])], want: Provider::Aks, evidence: Evidence::Label },
-            Case { name: "aks provider id", version: "v1.28.3", nodes: vec![node(Some("azure:///subscriptions/x/resourceGroups/mc/providers/Microsoft.Compute/virtualMachineScaleSets/aks-pool/virtualMachines/0"), &[], &[])], want: Provider::Aks, evidence: Evidence::ProviderId },
-            Case { name: "kind provider id", version: "v1.31.0", nodes: vec![node(Some("kind://docker/kind/kind-control-plane"), &[], &[])], want: Provider::Kind, evidence: Evidence::ProviderId },
-            Case { name: "k3s version", version: "v1.28.5+k3s1", nodes: vec![], want: Provider::K3s, evidence: Evidence::Version },
-            Case { name: "k3s label", version: "v1.28.5", nodes: vec![node(Some("k3s://server-1"), &[("node.kubernetes.io/instance-type", "k3s")], &[])], want: Provider::K3s, evidence: Evidence::Label },
-            Case { name: "k3s annotation", version: "v1.28.5", nodes: vec![node(None, &[], &[("k3s.io/node-args", "[\"server\"]")])], want: Provider::K3s, evidence: Evidence::Annotation },
-            Case { name: "rke2 version", version: "v1.28.5+rke2r1", nodes: vec![], want: Provider::Rke2, evidence: Evidence::Version },
-            Case { name: "rke2 on aws by annotation", version: "v1.28.5", nodes: vec![node(Some("aws:///us-east-1a/i-1"), &[], &[("rke2.io/node-args", "[\"server\"]")])], want: Provider::Rke2, evidence: Evidence::Annotation },
-            Case { name: "rke2 label", version: "v1.28.5", nodes: vec![node(None, &[("node.kubernetes.io/instance-type", "rke2")], &[])], want: Provider::Rke2, evidence: Evidence::Label },
-            Case { name: "openshift on aws by label", version: "v1.27.6+f67aeb3", nodes: vec![node(Some("aws:///us-east-1a/i-2"), &[("node.openshift.io/os_id", "rhcos")], &[])], want: Provider::OpenShift, evidence: Evidence::Label },
-            Case { name: "openshift annotation", version: "v1.27.6+f67aeb3", nodes: vec![node(None, &[], &[("machineconfiguration.openshift.io/currentConfig", "rendered-worker-1")])], want: Provider::OpenShift, evidence: Evidence::Annotation },
-            Case { name: "plain", version: "v1.31.0", nodes: vec![node(None, &[("kubernetes.io/arch", "amd64")], &[])], want: Provider::Unknown, evidence: Evidence::None },
-            Case { name: "no nodes", version: "", nodes: vec![], want: Provider::Unknown, evidence: Evidence::None },
+            Case {
+                name: "gke version",
+                version: "v1.29.1-gke.1589000",
+                nodes: vec![],
+                want: Provider::Gke,
+                evidence: Evidence::Version,
+            },
+            Case {
+                name: "gke label",
+                version: "v1.29.1",
+                nodes: vec![node(
+                    None,
+                    &[("cloud.google.com/gke-nodepool", "pool-1")],
+                    &[],
+                )],
+                want: Provider::Gke,
+                evidence: Evidence::Label,
+            },
+            Case {
+                name: "gke provider id",
+                version: "v1.29.1",
+                nodes: vec![node(Some("gce://proj/europe-west1-b/gke-node-1"), &[], &[])],
+                want: Provider::Gke,
+                evidence: Evidence::ProviderId,
+            },
+            Case {
+                name: "eks version",
+                version: "v1.28.5-eks-5e0fdde",
+                nodes: vec![],
+                want: Provider::Eks,
+                evidence: Evidence::Version,
+            },
+            Case {
+                name: "eks label",
+                version: "v1.28.5",
+                nodes: vec![node(
+                    Some("aws:///eu-west-1a/i-0abc"),
+                    &[("eks.amazonaws.com/nodegroup", "ng-1")],
+                    &[],
+                )],
+                want: Provider::Eks,
+                evidence: Evidence::Label,
+            },
+            Case {
+                name: "eks provider id",
+                version: "v1.28.5",
+                nodes: vec![node(Some("aws:///eu-west-1a/i-0abc"), &[], &[])],
+                want: Provider::Eks,
+                evidence: Evidence::ProviderId,
+            },
+            Case {
+                name: "aks label",
+                version: "v1.28.3",
+                nodes: vec![node(
+                    None,
+                    &[("kubernetes.azure.com/cluster", "MC_rg_aks_westeurope")],
+                    &[],
+                )],
+                want: Provider::Aks,
+                evidence: Evidence::Label,
+            },
+            Case {
+                name: "aks provider id",
+                version: "v1.28.3",
+                nodes: vec![node(
+                    Some(
+                        "azure:///subscriptions/x/resourceGroups/mc/providers/Microsoft.Compute/virtualMachineScaleSets/aks-pool/virtualMachines/0",
+                    ),
+                    &[],
+                    &[],
+                )],
+                want: Provider::Aks,
+                evidence: Evidence::ProviderId,
+            },
+            Case {
+                name: "kind provider id",
+                version: "v1.31.0",
+                nodes: vec![node(
+                    Some("kind://docker/kind/kind-control-plane"),
+                    &[],
+                    &[],
+                )],
+                want: Provider::Kind,
+                evidence: Evidence::ProviderId,
+            },
+            Case {
+                name: "k3s version",
+                version: "v1.28.5+k3s1",
+                nodes: vec![],
+                want: Provider::K3s,
+                evidence: Evidence::Version,
+            },
+            Case {
+                name: "k3s label",
+                version: "v1.28.5",
+                nodes: vec![node(
+                    Some("k3s://server-1"),
+                    &[("node.kubernetes.io/instance-type", "k3s")],
+                    &[],
+                )],
+                want: Provider::K3s,
+                evidence: Evidence::Label,
+            },
+            Case {
+                name: "k3s annotation",
+                version: "v1.28.5",
+                nodes: vec![node(None, &[], &[("k3s.io/node-args", "[\"server\"]")])],
+                want: Provider::K3s,
+                evidence: Evidence::Annotation,
+            },
+            Case {
+                name: "rke2 version",
+                version: "v1.28.5+rke2r1",
+                nodes: vec![],
+                want: Provider::Rke2,
+                evidence: Evidence::Version,
+            },
+            Case {
+                name: "rke2 on aws by annotation",
+                version: "v1.28.5",
+                nodes: vec![node(
+                    Some("aws:///us-east-1a/i-1"),
+                    &[],
+                    &[("rke2.io/node-args", "[\"server\"]")],
+                )],
+                want: Provider::Rke2,
+                evidence: Evidence::Annotation,
+            },
+            Case {
+                name: "rke2 label",
+                version: "v1.28.5",
+                nodes: vec![node(
+                    None,
+                    &[("node.kubernetes.io/instance-type", "rke2")],
+                    &[],
+                )],
+                want: Provider::Rke2,
+                evidence: Evidence::Label,
+            },
+            Case {
+                name: "openshift on aws by label",
+                version: "v1.27.6+f67aeb3",
+                nodes: vec![node(
+                    Some("aws:///us-east-1a/i-2"),
+                    &[("node.openshift.io/os_id", "rhcos")],
+                    &[],
+                )],
+                want: Provider::OpenShift,
+                evidence: Evidence::Label,
+            },
+            Case {
+                name: "openshift annotation",
+                version: "v1.27.6+f67aeb3",
+                nodes: vec![node(
+                    None,
+                    &[],
+                    &[(
+                        "machineconfiguration.openshift.io/currentConfig",
+                        "rendered-worker-1",
+                    )],
+                )],
+                want: Provider::OpenShift,
+                evidence: Evidence::Annotation,
+            },
+            Case {
+                name: "plain",
+                version: "v1.31.0",
+                nodes: vec![node(None, &[("kubernetes.io/arch", "amd64")], &[])],
+                want: Provider::Unknown,
+                evidence: Evidence::None,
+            },
+            Case {
+                name: "no nodes",
+                version: "",
+                nodes: vec![],
+                want: Provider::Unknown,
+                evidence: Evidence::None,
+            },
         ];
         for c in cases {
-            assert_eq!(detect_provider(c.version, &c.nodes), (c.want, c.evidence), "case {}", c.name);
+            assert_eq!(
+                detect_provider(c.version, &c.nodes),
+                (c.want, c.evidence),
+                "case {}",
+                c.name
+            );
         }
     }
 
