@@ -126,6 +126,7 @@ pub fn assemble(mode: DisplayMode, object: &ObjectKey, records: &TraceRecords, r
         View::Grouped => object_spans(&placed, records, range, ActivityShape::Sources),
         View::Tree => object_spans(&placed, records, range, ActivityShape::Spans),
         View::Timeline => timeline(&placed, records, range),
+        View::Causal => causal(&placed, records, range),
     };
     Some(Trace { mode, object: object.clone(), range, spans, warnings: records.warnings.clone() })
 }
@@ -265,6 +266,72 @@ fn timeline(placed: &[Placed], records: &TraceRecords, range: TimeRange) -> Vec<
     let mut spans = vec![root_span];
     spans.extend(all.into_iter().map(|(a, key)| activity_span(a, key, root_id, range, true)));
     spans
+}
+
+/// `causal`: the root object's span; beneath it every activity of every object in scope,
+/// nested under the activity its `causal` span link names when that activity is in the trace
+/// (kspan's view), else directly under the root. Siblings in time order.
+fn causal(placed: &[Placed], records: &TraceRecords, range: TimeRange) -> Vec<TraceSpan> {
+    let Some(root) = placed.first() else { return vec![] };
+    let mut root_span = object_span(root.key, records.objects.get(root.key), None, range);
+    let mut warnings: Vec<String> = placed.iter().flat_map(|p| p.warnings.iter().cloned()).collect();
+    root_span.warnings.append(&mut warnings);
+    let mut all: Vec<(&ActivityRecord, &ObjectKey)> = placed
+        .iter()
+        .flat_map(|p| records.objects.get(p.key).into_iter().flat_map(move |d| d.activities.iter().map(move |a| (a, p.key))))
+        .collect();
+    all.sort_by(|(a, ka), (b, kb)| a.start().cmp(&b.start()).then_with(|| ka.cmp(kb)));
+    let (start, end) = bounds(all.iter().map(|(a, _)| *a), range).unwrap_or((root_span.start, root_span.end));
+    root_span.start = root_span.start.min(start);
+    root_span.end = root_span.end.max(end);
+    let root_id = root_span.span_id;
+    let mut spans: Vec<TraceSpan> = all.iter().map(|(a, key)| activity_span(a, key, root_id, range, true)).collect();
+    let present: HashMap<[u8; 8], usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id, i)).collect();
+    let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut tops = Vec::new();
+    for (i, (a, _)) in all.iter().enumerate() {
+        let cause = a
+            .span
+            .links
+            .iter()
+            .filter(|l| kausal_core::otlp::attr_str(&l.attributes, attr::LINK_CLASS) == Some(kausal_core::activity::LINK_CLASS_CAUSAL))
+            .find_map(|l| <[u8; 8]>::try_from(l.span_id.as_slice()).ok().and_then(|id| present.get(&id).copied()))
+            .filter(|p| *p != i);
+        match cause {
+            Some(p) => children.entry(p).or_default().push(i),
+            None => tops.push(i),
+        }
+    }
+    // Depth first, so parents come before their children; a cycle's members (which no top
+    // reaches) are placed under the root.
+    let mut order: Vec<(usize, Option<usize>)> = Vec::with_capacity(spans.len());
+    let mut seen = vec![false; spans.len()];
+    let mut stack: Vec<(usize, Option<usize>)> = tops.iter().rev().map(|t| (*t, None)).collect();
+    loop {
+        while let Some((i, parent)) = stack.pop() {
+            if std::mem::replace(&mut seen[i], true) {
+                continue;
+            }
+            order.push((i, parent));
+            for c in children.get(&i).into_iter().flatten().rev() {
+                stack.push((*c, Some(i)));
+            }
+        }
+        match seen.iter().position(|s| !s) {
+            Some(i) => stack.push((i, None)),
+            None => break,
+        }
+    }
+    let mut out = vec![root_span];
+    for (i, parent) in order {
+        let mut span = spans[i].clone();
+        if let Some(p) = parent {
+            span.parent = Some(spans[p].span_id);
+        }
+        out.push(span);
+    }
+    spans.clear();
+    out
 }
 
 /// An activity as a span: its attributes as tags, its change records as logs.

@@ -5,8 +5,7 @@
 //! mode looks like is `assemble.rs`'s business and what it loads is `load.rs`'s.
 //!
 //! The 8 mode digits follow Kelemetry's layout: the first digit is the view (Kelemetry's base
-//! configs: `0` tree, `1` timeline, `2` tracing, `3` grouped; `4` is reserved here for the
-//! `causal` view), the last digit holds the link selection bits (`1` ancestors, `2` children,
+//! configs: `0` tree, `1` timeline, `2` tracing, `3` grouped; `4` is kausal's `causal` view), the last digit holds the link selection bits (`1` ancestors, `2` children,
 //! so `3` is the full tree and `0` the object alone). Every other digit must be zero.
 
 use std::fmt;
@@ -23,14 +22,16 @@ pub enum View {
     Tree,
     /// The root object with every activity of every object in scope directly beneath it.
     Timeline,
+    /// kspan's view: activities of the objects in scope nested under the activity that caused
+    /// them (the `causal` span links the causal processor leads to); the rest under the root.
+    Causal,
 }
 
-/// The view digit reserved for the `causal` view (kspan-style cause and effect), which is not
-/// built yet. Ids carrying it are refused with a message saying so rather than as unknown.
+/// The view digit of the `causal` view (kspan-style cause and effect).
 pub const CAUSAL_VIEW_DIGIT: u32 = 4;
 
 impl View {
-    pub const ALL: [View; 4] = [View::Tracing, View::Grouped, View::Tree, View::Timeline];
+    pub const ALL: [View; 5] = [View::Tracing, View::Grouped, View::Tree, View::Timeline, View::Causal];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +39,7 @@ impl View {
             View::Grouped => "grouped",
             View::Tree => "tree",
             View::Timeline => "timeline",
+            View::Causal => "causal",
         }
     }
 
@@ -47,6 +49,7 @@ impl View {
             View::Timeline => 1,
             View::Tracing => 2,
             View::Grouped => 3,
+            View::Causal => CAUSAL_VIEW_DIGIT,
         }
     }
 
@@ -158,9 +161,6 @@ impl DisplayMode {
         if code & 0x0fff_fffc != 0 {
             return Err(TraceIdError::UnknownMode(code));
         }
-        if view_digit == CAUSAL_VIEW_DIGIT {
-            return Err(TraceIdError::CausalNotAvailable);
-        }
         let view = View::from_digit(view_digit).ok_or(TraceIdError::UnknownMode(code))?;
         let scope = Scope::from_bits(code & 3).ok_or(TraceIdError::UnknownMode(code))?;
         Ok(DisplayMode { view, scope })
@@ -185,8 +185,6 @@ pub enum TraceIdError {
     Scheme,
     #[error("trace id names unknown display mode {0:08x}")]
     UnknownMode(u32),
-    #[error("trace id names the causal view, which this build does not provide yet")]
-    CausalNotAvailable,
 }
 
 impl QueryTraceId {
@@ -237,7 +235,9 @@ mod tests {
         assert_eq!(QueryTraceId::parse("0020000003e1e3e70123456789abcdef"), Err(TraceIdError::Scheme));
         assert_eq!(QueryTraceId::parse("ff00090002e1e3e70123456789abcdef"), Err(TraceIdError::UnknownMode(0x0009_0002)));
         assert_eq!(QueryTraceId::parse("ff90000000e1e3e70123456789abcdef"), Err(TraceIdError::UnknownMode(0x9000_0000)));
-        assert_eq!(QueryTraceId::parse("ff40000003e1e3e70123456789abcdef"), Err(TraceIdError::CausalNotAvailable));
+        let causal = QueryTraceId::parse("ff40000003e1e3e70123456789abcdef").unwrap();
+        assert_eq!(causal.mode, DisplayMode { view: View::Causal, scope: Scope::FullTree });
+        assert_eq!(QueryTraceId::parse("ff50000003e1e3e70123456789abcdef"), Err(TraceIdError::UnknownMode(0x5000_0003)));
         assert_eq!(DisplayMode::from_service("nope"), None);
         assert_eq!(DisplayMode::from_service("tracing [sideways]"), None);
     }
@@ -245,11 +245,11 @@ mod tests {
     #[test]
     fn every_mode_has_a_distinct_code_and_name_that_round_trip() {
         let modes = all_modes();
-        assert_eq!(modes.len(), 16);
+        assert_eq!(modes.len(), 20);
         let mut codes: Vec<u32> = modes.iter().map(|m| m.code()).collect();
         codes.sort();
         codes.dedup();
-        assert_eq!(codes.len(), 16);
+        assert_eq!(codes.len(), 20);
         for mode in modes {
             assert_eq!(DisplayMode::from_code(mode.code()), Ok(mode));
             assert_eq!(DisplayMode::from_service(&mode.service_name()), Some(mode), "{}", mode.service_name());

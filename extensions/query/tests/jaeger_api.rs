@@ -99,11 +99,11 @@ async fn deployment_rollout_reads_as_one_trace() {
     let (status, services) = server.get("/api/services").await;
     assert_eq!(status, 200);
     let names: Vec<&str> = services["data"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
-    assert_eq!(names.len(), 16, "4 views x 4 scopes: {names:?}");
-    for name in ["tracing", "tracing [children]", "grouped [ancestors]", "tree [object]", "timeline"] {
+    assert_eq!(names.len(), 20, "5 views x 4 scopes: {names:?}");
+    for name in ["tracing", "tracing [children]", "grouped [ancestors]", "tree [object]", "timeline", "causal [object]"] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
-    assert_eq!(services["total"], 16);
+    assert_eq!(services["total"], 20);
     let (_, ops) = server.get("/api/services/tracing/operations").await;
     assert_eq!(ops["data"], serde_json::json!(["prod"]));
     let (_, ops) = server.get("/api/operations?service=tracing").await;

@@ -4,7 +4,7 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ['tracing', 'grouped', 'tree', 'timeline'];
+const VIEWS = ['tracing', 'grouped', 'tree', 'timeline', 'causal'];
 const SCOPES = ['full tree', 'ancestors', 'children', 'object'];
 const ROW = 28;
 
@@ -39,7 +39,7 @@ function parseMode(name) {
   return m ? { view: m[1], scope: m[2] || 'full tree' } : { view: 'tracing', scope: 'full tree' };
 }
 // Trace ids: ff + 8 mode digits + e1e3e7 + 16 digits. View digit first, scope bits last.
-const VIEW_DIGIT = { tree: 0, timeline: 1, tracing: 2, grouped: 3 };
+const VIEW_DIGIT = { tree: 0, timeline: 1, tracing: 2, grouped: 3, causal: 4 };
 const SCOPE_BITS = { object: 0, ancestors: 1, children: 2, 'full tree': 3 };
 function modeOfId(id) {
   const code = parseInt(id.slice(2, 10), 16);
