@@ -129,6 +129,9 @@ pub enum Grouping {
     /// One trace per owner tree: an object's span is re-parented under its owner's span and
     /// moved, with its activity spans, into the trace of the topmost owner.
     OwnerTree,
+    /// One trace per causal chain (kspan's shape): an activity span with a `causal` link is
+    /// re-parented under its cause and moved into its cause's trace.
+    Causal,
 }
 
 /// The shared keys, read by each exporter from its own config struct.

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Grouping, HelperConfig};
-use crate::grouping::OwnerTreeGrouper;
+use crate::grouping::{CausalGrouper, OwnerTreeGrouper};
 use crate::queue::{Entry, PushError, Queue, count_spans};
 use crate::retry::{Backoff, jitter};
 
@@ -79,13 +79,17 @@ pub struct QueuedExporter<T: Transport> {
     inner: Arc<Inner<T>>,
     queue: Mutex<Option<Arc<Queue>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
-    grouper: Option<Mutex<OwnerTreeGrouper>>,
+    grouper: Option<Mutex<Grouper>>,
     stopped: AtomicBool,
 }
 
 impl<T: Transport> QueuedExporter<T> {
     pub fn new(id: ComponentId, transport: T, config: HelperConfig, metrics: ComponentMetrics) -> Self {
-        let grouper = (config.grouping == Grouping::OwnerTree).then(|| Mutex::new(OwnerTreeGrouper::new(GROUPING_MEMORY)));
+        let grouper = match config.grouping {
+            Grouping::Object => None,
+            Grouping::OwnerTree => Some(Mutex::new(Grouper::OwnerTree(OwnerTreeGrouper::new(GROUPING_MEMORY)))),
+            Grouping::Causal => Some(Mutex::new(Grouper::Causal(CausalGrouper::new(GROUPING_MEMORY)))),
+        };
         QueuedExporter {
             inner: Arc::new(Inner { id, transport, config, metrics, cancel: watch::channel(false).0 }),
             queue: Mutex::new(None),
@@ -244,6 +248,12 @@ impl<T: Transport> Component for QueuedExporter<T> {
     }
 }
 
+/// The grouping in force, with what it remembers.
+enum Grouper {
+    OwnerTree(OwnerTreeGrouper),
+    Causal(CausalGrouper),
+}
+
 #[async_trait]
 impl<T: Transport> Consumer for QueuedExporter<T> {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
@@ -251,7 +261,10 @@ impl<T: Transport> Consumer for QueuedExporter<T> {
             return Err(ConsumeError::permanent(format!("{} exports spans, not activities", self.inner.id)));
         };
         if let Some(g) = &self.grouper {
-            g.lock().unwrap_or_else(|p| p.into_inner()).apply(&mut spans);
+            match &mut *g.lock().unwrap_or_else(|p| p.into_inner()) {
+                Grouper::OwnerTree(g) => g.apply(&mut spans),
+                Grouper::Causal(g) => g.apply(&mut spans),
+            }
         }
         let count = count_spans(&spans);
         if count == 0 {

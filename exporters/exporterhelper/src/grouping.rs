@@ -130,6 +130,48 @@ impl OwnerTreeGrouper {
     }
 }
 
+/// Export grouping by cause (`grouping: causal`), kspan's shape for plain trace viewers: an
+/// activity span with a `causal` link (set by the span builder from the `causal` processor's
+/// placement) is re-parented under the span of its cause and moved into the trace its cause
+/// ended up in, so a whole chain — the write, the controller's reports, the pods' Events —
+/// reads as one trace under the root cause's object span. Activities without a cause, and
+/// object spans, keep their per-object traces. Causes are exported before their effects by the
+/// causal processor; an effect exported before its cause stays in the cause's own object trace.
+pub struct CausalGrouper {
+    /// Activity span → the trace it was exported in.
+    trace_of: BoundedIndex<SpanId, TraceId>,
+}
+
+impl CausalGrouper {
+    pub fn new(capacity: usize) -> Self {
+        CausalGrouper { trace_of: BoundedIndex::new(capacity) }
+    }
+
+    /// Rewrites trace ids and parents of caused activity spans in place, in batch order.
+    pub fn apply(&mut self, batch: &mut [ResourceSpans]) {
+        for span in batch.iter_mut().flat_map(|r| r.scope_spans.iter_mut()).flat_map(|s| s.spans.iter_mut()) {
+            if attr_str(&span.attributes, attr::SPAN_TYPE) == Some(span_type::OBJECT) {
+                continue;
+            }
+            let cause = span
+                .links
+                .iter()
+                .find(|l| attr_str(&l.attributes, attr::LINK_CLASS) == Some(kausal_core::activity::LINK_CLASS_CAUSAL))
+                .and_then(|l| Some((trace_id(&l.trace_id)?, span_id(&l.span_id)?)));
+            if let Some((cause_trace, cause_span)) = cause
+                && Some(cause_span) != span_id(&span.span_id)
+            {
+                let target = self.trace_of.get(&cause_span).copied().unwrap_or(cause_trace);
+                span.trace_id = target.to_vec();
+                span.parent_span_id = cause_span.to_vec();
+            }
+            if let (Some(sid), Some(tid)) = (span_id(&span.span_id), trace_id(&span.trace_id)) {
+                self.trace_of.insert(sid, tid);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use kausal_core::otlp::kv_str;
@@ -177,6 +219,41 @@ mod tests {
             .flat_map(|s| &s.spans)
             .map(|s| format!("{}: trace {} parent {:?}", s.name, s.trace_id[0], s.parent_span_id.first()))
             .collect()
+    }
+
+    fn caused(object: u8, id: u8, cause: Option<(u8, u8)>) -> Span {
+        let mut span = activity(object, id);
+        span.attributes = vec![kv_str(attr::SPAN_TYPE, span_type::EVENT)];
+        if let Some((cause_object, cause_id)) = cause {
+            span.links.push(Link {
+                trace_id: vec![cause_object; 16],
+                span_id: vec![cause_id; 8],
+                attributes: vec![kv_str(attr::LINK_ROLE, "parent"), kv_str(attr::LINK_CLASS, "causal")],
+                ..Default::default()
+            });
+        }
+        span
+    }
+
+    #[test]
+    fn a_causal_chain_becomes_one_trace_under_its_root_cause() {
+        // 10 on the Deployment (1) is the root; 20 on the ReplicaSet (2) reports under it; 30 on
+        // a Pod (3) under 20, in a later batch; 31 has no cause and stays in its object's trace.
+        let mut g = CausalGrouper::new(100);
+        let mut first = batch(vec![object(1, None), caused(1, 10, None), caused(2, 20, Some((1, 10)))]);
+        g.apply(&mut first);
+        let mut second = batch(vec![caused(3, 30, Some((2, 20))), caused(3, 31, None)]);
+        g.apply(&mut second);
+        assert_eq!(
+            [outline(&first), outline(&second)].concat(),
+            vec![
+                "object 1: trace 1 parent None",
+                "activity 10: trace 1 parent Some(1)",
+                "activity 20: trace 1 parent Some(10)",
+                "activity 30: trace 1 parent Some(20)",
+                "activity 31: trace 3 parent Some(3)",
+            ]
+        );
     }
 
     #[test]
