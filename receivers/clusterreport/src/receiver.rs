@@ -216,8 +216,22 @@ impl Loop {
             }
             let now = tokio::time::Instant::now();
             if leading && (!was_leading || now >= next_report) {
+                // A report can outlast the lease (slow lists, job timeouts): keep renewing while it
+                // runs, so no other replica takes over and reports at the same time.
+                let renew = async {
+                    match &elector {
+                        Some(e) => loop {
+                            tokio::time::sleep(retry).await;
+                            if let Err(err) = e.try_acquire_or_renew().await {
+                                tracing::warn!(component = %self.id, error = %err, "renewing the lease during a report failed");
+                            }
+                        },
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
                     _ = self.report(started) => {}
+                    _ = renew => {}
                     _ = stop.changed() => break,
                 }
                 next_report = tokio::time::Instant::now() + self.config.interval;
