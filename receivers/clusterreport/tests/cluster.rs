@@ -408,3 +408,42 @@ async fn gauges_carry_the_counts() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meshes_detected_from_listed_metadata() -> Result<()> {
+    let cluster = SimCluster::builder().nodes(1).start().await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(&kubeconfig)?;
+    let outcome = async {
+        let admin = cluster.admin_client();
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "linkerd-destination"}, "spec": {"ports": [{"port": 8086}]}});
+        admin.create(&resources::SERVICES, Some("default"), &svc).await?;
+        for (name, meshed) in [("web-0", true), ("web-1", true), ("db-0", false), ("agent", true)] {
+            let mut p = pod(name, "x");
+            if meshed {
+                p["metadata"]["annotations"] = json!({"linkerd.io/proxy-version": "stable-2.14.10"});
+            }
+            admin.create(&resources::PODS, Some("default"), &p).await?;
+        }
+        let workflows = workflows_from_job_names(&["mesh-detect".into()], &Values::new()).map_err(anyhow::Error::msg)?;
+        let this_pod = Some(("default".to_string(), "agent".to_string()));
+        let ctx = JobContext::for_workflows(&workflows, Some(&kubeconfig), 500, Duration::from_secs(60), Instant::now(), this_pod).await;
+        let (report, failed) = run_workflows(&workflows, &ctx).await;
+        anyhow::ensure!(failed == 0, "jobs failed: {:#}", report.to_json());
+        Ok::<_, anyhow::Error>(report.to_json())
+    }
+    .await;
+    let pods = total(&cluster, &resources::PODS).await;
+    cluster.shutdown().await;
+    let report = outcome?;
+    let mesh = &report["mesh-detect"];
+    let pods = pods?;
+    assert_eq!(mesh["pods_total"], json!(pods), "{report:#}");
+    assert_eq!(mesh["linkerd"]["control_plane"], json!(true));
+    assert_eq!(mesh["linkerd"]["pods_meshed"], json!(3));
+    assert_eq!(mesh["linkerd"]["this_pod_meshed"], json!(true));
+    assert_eq!(mesh["istio"]["control_plane"], json!(false));
+    assert_eq!(mesh["istio"]["this_pod_meshed"], json!(false));
+    Ok(())
+}
