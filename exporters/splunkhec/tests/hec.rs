@@ -259,10 +259,14 @@ async fn an_unreachable_collector_is_a_retryable_error_naming_the_cause() -> Res
 
 #[tokio::test]
 async fn an_unreadable_ca_file_is_a_config_error_naming_the_key() -> Result<()> {
-    let err = exporter("endpoint: https://splunk:8088\ntoken: t\ntls: {ca_file: /nonexistent/ca.pem}")
-        .err()
-        .context("created with a missing CA file")?;
+    let err =
+        exporter("endpoint: https://splunk:8088\ntoken: t\ntls: {ca_file: /nonexistent/ca.pem}")
+            .err()
+            .context("created with a missing CA file")?;
     let text = err.to_string();
-    assert!(text.contains("splunk_hec.tls.ca_file") && text.contains("/nonexistent/ca.pem"), "{text}");
+    assert!(
+        text.contains("splunk_hec.tls.ca_file") && text.contains("/nonexistent/ca.pem"),
+        "{text}"
+    );
     Ok(())
 }
