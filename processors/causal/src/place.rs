@@ -271,7 +271,7 @@ impl CausalPlacer {
     }
 
     /// The newest spec write to `key` at most the tolerance after `t`, by anyone but the
-    /// acting component: an observed request if there is one at least as new as what
+    /// acting component and other system users: an observed request if there is one at least as new as what
     /// managedFields say, else a root synthesised from managedFields.
     fn trigger(&self, key: &ObjectKey, source: &str, t: Nanos) -> Option<(Option<Cause>, Option<Activity>)> {
         let limit = t.saturating_add(self.tolerance);
@@ -281,7 +281,11 @@ impl CausalPlacer {
             .into_iter()
             .flatten()
             .filter(|k| match &k.what {
-                KnownKind::AuditWrite { user, user_agent, spec } => *spec && !acts_as(user, user_agent, source),
+                // Controllers' own writes (service accounts, system users) react; they do not
+                // trigger.
+                KnownKind::AuditWrite { user, user_agent, spec } => {
+                    *spec && !acts_as(user, user_agent, source) && !user.starts_with("system:")
+                }
                 _ => false,
             })
             .filter(|k| k.start <= limit)
