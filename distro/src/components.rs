@@ -21,6 +21,7 @@ pub fn registry() -> Registry {
         .receiver(kausal_receiver_clusterreport::GaugesFactory)
         .exporter(kausal_exporter_splunkhec::Factory)
         .exporter(kausal_exporter_tcplines::Factory)
-        .extension(kausal_extension_query::Factory);
+        .extension(kausal_extension_query::Factory)
+        .extension(kausal_extension_raftcache::Factory);
     r
 }
