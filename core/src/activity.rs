@@ -38,8 +38,8 @@ pub struct Activity {
 
 impl Activity {
     /// An identity of the activity that is stable across replicas and re-deliveries (audit ID
-    /// + stage, Event uid + count + time, resourceVersions of a change): what activity span IDs
-    /// are hashed from, and how a [`Cause`] names the activity it points at.
+    /// and stage, Event uid, count and time, resourceVersions of a change): what activity span
+    /// IDs are hashed from, and how a [`Cause`] names the activity it points at.
     pub fn span_identity(&self) -> String {
         match &self.detail {
             ActivityDetail::Audit(audit) => format!("audit/{}/{}", audit.audit_id, audit.stage.as_str()),

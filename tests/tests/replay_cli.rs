@@ -94,3 +94,41 @@ fn replay_names_a_broken_document_and_replays_the_rest() -> Result<()> {
     assert!(stdout.contains("Created pod: px-5d567cc74c-ss4lb"), "{stdout}");
     Ok(())
 }
+
+#[test]
+fn replay_with_a_config_gives_its_replay_receiver_the_files() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let capture = real("kspan/deployment-2-pods.yaml");
+    let config = dir.path().join("replay.yaml");
+    std::fs::write(
+        &config,
+        "receivers:\n  replay: {}\nprocessors:\n  causal: { buffer: 500ms }\n  spanbuilder: {}\nexporters:\n  debug: { verbosity: normal }\n\
+         service:\n  pipelines:\n    p:\n      receivers: [replay]\n      processors: [causal, spanbuilder]\n      exporters: [debug]\n",
+    )?;
+    let mut kausal = kausal_tests::process::Kausal::start_args(
+        dir.path(),
+        &["replay", "--config", s(&config), "--speed", "max", s(&capture)],
+    )?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(kausal.stdout().contains("Killing") && kausal.stdout().contains("kubectl-client-side-apply Update")) {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the replayed spans never reached the debug exporter\nstdout:\n{}\nstderr:\n{}", kausal.stdout(), kausal.stderr());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    kausal.stop()?;
+
+    // A configuration without a `replay` receiver cannot take the files.
+    let other = dir.path().join("other.yaml");
+    std::fs::write(
+        &other,
+        "receivers:\n  kubeaudit: { endpoint: 127.0.0.1:0 }\nexporters:\n  debug: {}\nservice:\n  pipelines:\n    p:\n      receivers: [kubeaudit]\n      exporters: [debug]\n",
+    )?;
+    let (code, _, stderr) = run_to_end(dir.path(), &["replay", "--config", s(&other), s(&capture)])?;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("replay"), "{stderr}");
+    let (code, _, stderr) = run_to_end(dir.path(), &["replay", "--speed", "sideways", s(&capture)])?;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--speed"), "{stderr}");
+    Ok(())
+}

@@ -153,10 +153,11 @@ impl CausalPlacer {
                 }
                 a.cause = cause;
             }
-            if matches!(a.detail, ActivityDetail::Event(_)) && a.end <= a.start {
-                if let Some(next) = self.next_on(&a.object.key, a.start, &a.span_identity()) {
-                    a.end = next;
-                }
+            if matches!(a.detail, ActivityDetail::Event(_))
+                && a.end <= a.start
+                && let Some(next) = self.next_on(&a.object.key, a.start, &a.span_identity())
+            {
+                a.end = next;
             }
             out.push(a);
         }

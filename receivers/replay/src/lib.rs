@@ -120,10 +120,10 @@ impl Component for ReplayReceiver {
                 metrics.received.inc();
                 pending.push(item.activity);
                 let next_due_now = items.peek().is_some_and(|n| speed.scale(n.at - first).is_none_or(|w| begin + Duration::from_nanos(w) <= tokio::time::Instant::now()));
-                if pending.len() >= batch_size || !next_due_now {
-                    if !send(&next, std::mem::take(&mut pending), &metrics, &mut stop).await {
-                        return;
-                    }
+                if (pending.len() >= batch_size || !next_due_now)
+                    && !send(&next, std::mem::take(&mut pending), &metrics, &mut stop).await
+                {
+                    return;
                 }
             }
             if !pending.is_empty() {
