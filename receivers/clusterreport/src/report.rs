@@ -27,6 +27,8 @@ pub type Values = BTreeMap<String, Value>;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
     pub workflows: BTreeMap<String, Values>,
+    /// (workflow, key) of the values count jobs produced: gauges whatever their names.
+    pub count_keys: std::collections::BTreeSet<(String, String)>,
 }
 
 impl Report {
@@ -45,14 +47,16 @@ impl Report {
         )
     }
 
-    /// Every numeric value whose key ends in `count` or sits under a `counts` workflow key,
-    /// as (workflow, key, value): the numbers that become gauges.
+    /// Every integer whose key ends in `count` or `_total`, and every count job's value, as
+    /// (workflow, key, value): the numbers that become gauges.
     pub fn counts(&self) -> Vec<(String, String, i64)> {
         let mut out = Vec::new();
         for (workflow, values) in &self.workflows {
             for (key, value) in values {
                 if let Some(n) = value.as_i64()
-                    && (key.ends_with("count") || key.ends_with("_total") || workflow == "counts")
+                    && (key.ends_with("count")
+                        || key.ends_with("_total")
+                        || self.count_keys.contains(&(workflow.clone(), key.clone())))
                 {
                     out.push((workflow.clone(), key.clone(), n));
                 }

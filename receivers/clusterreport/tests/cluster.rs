@@ -375,7 +375,7 @@ async fn gauges_carry_the_counts() -> Result<()> {
     cluster.write_kubeconfig(&kubeconfig)?;
     let sink = Arc::new(Sink::default());
     let yaml = format!(
-        "kubeconfig: {}\nworkflows: {{inventory: [cluster-state]}}\nleader_election: {{enabled: false}}\n",
+        "kubeconfig: {}\ncounts: {{all_nodes: {{version: v1, resource: nodes}}}}\nworkflows: {{inventory: [cluster-state, all_nodes]}}\nleader_election: {{enabled: false}}\n",
         kubeconfig.display()
     );
     let r = receiver("clusterreport_gauges", &yaml, sink.clone(), Output::Gauges)?;
@@ -398,6 +398,21 @@ async fn gauges_carry_the_counts() -> Result<()> {
         .find(|m| m.name == "kausal.report.inventory.k8s_nodes_count")
         .context("node gauge")?;
     let Some(kausal_core::otlp_metrics::metric::Data::Gauge(g)) = &nodes.data else {
+        bail!("not a gauge")
+    };
+    assert_eq!(
+        g.data_points[0].value,
+        Some(kausal_core::otlp_metrics::number_data_point::Value::AsInt(
+            3
+        ))
+    );
+    // A count job's value is a gauge whatever its name.
+    let all_nodes = metrics[0].scope_metrics[0]
+        .metrics
+        .iter()
+        .find(|m| m.name == "kausal.report.inventory.all_nodes")
+        .context("count job gauge")?;
+    let Some(kausal_core::otlp_metrics::metric::Data::Gauge(g)) = &all_nodes.data else {
         bail!("not a gauge")
     };
     assert_eq!(

@@ -307,10 +307,21 @@ pub async fn run_workflows(workflows: &[Workflow], ctx: &JobContext) -> (Report,
         .map(|w| (w.name.clone(), Values::new()))
         .collect();
     let mut failed = 0;
+    let mut count_keys = std::collections::BTreeSet::new();
     for (workflow, job, result) in results {
         let entry = workflows_out.entry(workflow.clone()).or_default();
         match result {
-            Ok(values) => entry.extend(values),
+            Ok(values) => {
+                let is_count = workflows
+                    .iter()
+                    .filter(|w| w.name == workflow)
+                    .flat_map(|w| &w.jobs)
+                    .any(|(n, j)| n == &job && matches!(j, Job::Count(_)));
+                if is_count {
+                    count_keys.insert((workflow.clone(), job.clone()));
+                }
+                entry.extend(values)
+            }
             Err(e) => {
                 failed += 1;
                 tracing::warn!(workflow = %workflow, job = %job, error = %e, "report job failed");
@@ -321,6 +332,7 @@ pub async fn run_workflows(workflows: &[Workflow], ctx: &JobContext) -> (Report,
     (
         Report {
             workflows: workflows_out,
+            count_keys,
         },
         failed,
     )
