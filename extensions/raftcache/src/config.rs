@@ -1,4 +1,4 @@
-//! Configuration of the `raftcache` and `etcdcache` extensions.
+//! Configuration of the `raftcache` extension.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,9 +48,6 @@ pub struct RaftCacheConfig {
     pub node_id: u64,
     /// Address the Raft transport (gRPC) listens on.
     pub listen: String,
-    /// Address peers reach this node at; defaults to `listen`.
-    #[serde(default)]
-    pub advertise: Option<String>,
     /// Address of the admin HTTP API (members, shard leaders, join/leave, cache reads/writes).
     #[serde(default = "default_admin")]
     pub admin_endpoint: String,
@@ -153,37 +150,8 @@ impl RaftCacheConfig {
         Ok(())
     }
 
-    pub fn advertise(&self) -> String {
-        self.advertise.clone().unwrap_or_else(|| self.listen.clone())
-    }
-
     pub fn ticks(&self, d: Duration) -> u64 {
         (d.as_nanos() / self.tick_interval.as_nanos().max(1)).max(1) as u64
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EtcdCacheConfig {
-    /// etcd client URLs, e.g. http://127.0.0.1:2379.
-    pub endpoints: Vec<String>,
-    /// Key prefix every cache key is stored under.
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    #[serde(default = "default_request_timeout", deserialize_with = "duration::deserialize")]
-    pub request_timeout: Duration,
-}
-
-fn default_prefix() -> String {
-    "/kausal/cache/".to_string()
-}
-
-impl EtcdCacheConfig {
-    pub fn validate(&self, config: &ComponentConfig) -> Result<(), ConfigError> {
-        if self.endpoints.is_empty() {
-            return Err(config.error("endpoints", "needs at least one etcd URL"));
-        }
-        Ok(())
     }
 }
 

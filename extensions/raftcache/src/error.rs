@@ -10,6 +10,4 @@ pub enum RaftCacheError {
     Store(String),
     #[error("transport: {0}")]
     Transport(String),
-    #[error("etcd: {0}")]
-    Etcd(String),
 }

@@ -1,6 +1,5 @@
 //! The `raftcache` extension: a replicated cache on multi-Raft (one tikv `raft` group per shard,
-//! one transport and one log store per node), and the `etcdcache` extension, the same `Cache`
-//! interface over a real etcd.
+//! one transport and one log store per node).
 
 pub mod admin;
 pub mod cache;
@@ -15,6 +14,6 @@ pub mod storage;
 
 mod extension;
 
-pub use config::{EtcdCacheConfig, RaftCacheConfig};
+pub use config::RaftCacheConfig;
 pub use error::RaftCacheError;
 pub use extension::{Factory, RaftCacheExtension};
