@@ -36,6 +36,15 @@ impl<K: Hash + Eq + Clone, V> BoundedIndex<K, V> {
         self.entries.insert(key, (value, self.tick));
     }
 
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        self.entries.remove(key).map(|(v, _)| v)
+    }
+
+    /// Every entry, in no particular order, without touching recency.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries.iter().map(|(k, (v, _))| (k, v))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -132,6 +132,13 @@ impl MemoryInner {
     }
 }
 
+/// The process-wide memory cache: what components use when no cache extension is configured,
+/// so that a receiver writing diffs and a processor reading them in the same process meet.
+pub fn process_memory_cache() -> std::sync::Arc<dyn Cache> {
+    static SHARED: std::sync::OnceLock<std::sync::Arc<MemoryCache>> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| std::sync::Arc::new(MemoryCache::default())).clone()
+}
+
 impl MemoryCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())

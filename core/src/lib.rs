@@ -6,6 +6,7 @@ pub mod activity;
 pub mod audit;
 pub mod bounded;
 pub mod cache;
+pub mod changes;
 pub mod component;
 pub mod config;
 pub mod conventions;

@@ -9,6 +9,10 @@ pub struct OwnerLinkerConfig {
     /// Objects whose owner is remembered; the least recently seen are forgotten first.
     #[serde(default = "default_max_objects")]
     pub max_objects: usize,
+    /// Cache extension where `kubeobjects` keeps object owners; absent: the process's memory
+    /// cache.
+    #[serde(default)]
+    pub cache: Option<String>,
 }
 
 fn default_max_objects() -> usize {

@@ -4,12 +4,16 @@
 
 mod config;
 mod linker;
+pub mod watched;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use kausal_core::cache::{Cache, process_memory_cache};
+use kausal_core::changes;
 use kausal_core::component::{
-    Batch, Component, ConsumeError, Consumer, CreateContext, DataKind, Processor, ProcessorFactory,
+    Batch, Component, ComponentError, ComponentId, ConsumeError, Consumer, CreateContext, DataKind, Host, Processor,
+    ProcessorFactory,
 };
 use kausal_core::config::{ComponentConfig, ConfigError};
 use kausal_core::telemetry::ComponentMetrics;
@@ -46,6 +50,8 @@ impl ProcessorFactory for Factory {
         cfg.validate(config)?;
         Ok(Arc::new(OwnerLinkerProcessor {
             linker: std::sync::Mutex::new(OwnerLinker::new(cfg.max_objects)),
+            cache_id: cfg.cache.clone(),
+            cache: std::sync::OnceLock::new(),
             next,
             metrics: ctx.metrics,
         }))
@@ -54,11 +60,27 @@ impl ProcessorFactory for Factory {
 
 struct OwnerLinkerProcessor {
     linker: std::sync::Mutex<OwnerLinker>,
+    /// Where the watcher keeps each object's owner (`kubeobjects`); absent: process memory.
+    cache_id: Option<String>,
+    cache: std::sync::OnceLock<Arc<dyn Cache>>,
     next: Arc<dyn Consumer>,
     metrics: ComponentMetrics,
 }
 
-impl Component for OwnerLinkerProcessor {}
+#[async_trait]
+impl Component for OwnerLinkerProcessor {
+    async fn start(&self, host: &Host) -> Result<(), ComponentError> {
+        let cache = match &self.cache_id {
+            Some(id) => {
+                let id = ComponentId::parse(id).map_err(|m| ComponentError::new("ownerlinker", m))?;
+                host.cache(&id).map_err(|m| ComponentError::new("ownerlinker", m))?
+            }
+            None => process_memory_cache(),
+        };
+        let _ = self.cache.set(cache);
+        Ok(())
+    }
+}
 impl Processor for OwnerLinkerProcessor {}
 
 #[async_trait]
@@ -66,9 +88,21 @@ impl Consumer for OwnerLinkerProcessor {
     async fn consume(&self, mut batch: Batch) -> Result<(), ConsumeError> {
         self.metrics.received.inc_by(batch.len() as u64);
         if let Batch::Activities(activities) = &mut batch {
-            let mut linker = self.linker.lock().unwrap_or_else(|p| p.into_inner());
-            for a in activities.iter_mut() {
-                linker.link(a);
+            {
+                let mut linker = self.linker.lock().unwrap_or_else(|p| p.into_inner());
+                for a in activities.iter_mut() {
+                    linker.link(a);
+                }
+            }
+            // What bodies did not tell, the watcher's record may.
+            let cache = self.cache.get().cloned().unwrap_or_else(process_memory_cache);
+            for a in activities.iter_mut().filter(|a| watched::lacks_owner(a)) {
+                if let Ok(Some(entry)) = cache.get(&changes::key_of_meta(&a.object.key)).await
+                    && let Ok(meta) = serde_json::from_slice::<changes::ObjectMeta>(&entry.value)
+                    && let Some(link) = watched::owner_link(&a.object.key, &meta)
+                {
+                    a.links.push(link);
+                }
             }
         }
         let n = batch.len() as u64;

@@ -295,6 +295,10 @@ fn activity_span(a: &Activity, window: Window) -> Span {
             if let Some(imp) = &audit.impersonated_user {
                 attrs.push(kv_str(attr::AUDIT_IMPERSONATED_USER, &imp.username));
             }
+            // Marks processors put on writes (no-op, conflict, missing join) become attributes.
+            for (k, v) in audit.annotations.iter().filter(|(k, _)| k.starts_with("kausal.io/")) {
+                attrs.push(kv_str(k, v));
+            }
             let rv = if audit.response_resource_version.is_empty() {
                 &audit.request_resource_version
             } else {
