@@ -41,6 +41,9 @@ pub struct NodeFacts {
     pub architecture: Option<String>,
 }
 
+/// How often a paged list starts over after its continue token expired.
+const MAX_LIST_RESTARTS: usize = 3;
+
 /// One resource to list: group (empty for core), version, plural.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResourceRef {
@@ -183,6 +186,7 @@ impl ClusterClient {
         let base = self.params(selectors);
         let mut out = Vec::new();
         let mut token: Option<String> = None;
+        let mut restarts = 0;
         loop {
             let lp = match &token {
                 Some(t) => base.clone().continue_token(t),
@@ -198,6 +202,14 @@ impl ClusterClient {
                 }
                 Err(kube::Error::Api(status)) if status.is_not_found() && token.is_none() => {
                     return Ok(None);
+                }
+                // The continue token expired (410 Gone) between pages: count again from the start.
+                Err(kube::Error::Api(status))
+                    if status.code == 410 && token.is_some() && restarts < MAX_LIST_RESTARTS =>
+                {
+                    restarts += 1;
+                    out.clear();
+                    token = None;
                 }
                 Err(e) => {
                     return Err(ClusterError::Request {
@@ -228,15 +240,29 @@ impl ClusterClient {
         let base = self.params(&Selectors::default());
         let mut out = Vec::new();
         let mut token: Option<String> = None;
+        let mut restarts = 0;
         loop {
             let lp = match &token {
                 Some(t) => base.clone().continue_token(t),
                 None => base.clone(),
             };
-            let page = api.list(&lp).await.map_err(|e| ClusterError::Request {
-                what: "listing nodes".to_string(),
-                message: e.to_string(),
-            })?;
+            let page = match api.list(&lp).await {
+                Ok(page) => page,
+                Err(kube::Error::Api(status))
+                    if status.code == 410 && token.is_some() && restarts < MAX_LIST_RESTARTS =>
+                {
+                    restarts += 1;
+                    out.clear();
+                    token = None;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(ClusterError::Request {
+                        what: "listing nodes".to_string(),
+                        message: e.to_string(),
+                    });
+                }
+            };
             for node in page.items {
                 out.push(NodeFacts {
                     name: node.metadata.name.clone().unwrap_or_default(),
