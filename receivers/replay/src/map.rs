@@ -9,7 +9,7 @@ use kausal_core::activity::{
     LinkRole, Nanos, SnapshotPhase, nanos_of,
 };
 use kausal_core::audit::Event as AuditEvent;
-use kausal_core::object::{ObjectKey, ObjectRef, resource_of};
+use kausal_core::object::{ObjectKey, ObjectRef, kind_of, resource_of};
 use serde_json::Value;
 
 /// Why one document could not be mapped.
@@ -17,6 +17,8 @@ use serde_json::Value;
 pub enum MapError {
     #[error("no `kind`/`apiVersion`: not a Kubernetes object of a known kind")]
     UnknownKind,
+    #[error("unknown kind {kind:?} in apiVersion {api_version:?} (a built-in API group has no such kind)")]
+    NotBuiltIn { kind: String, api_version: String },
     #[error("{kind} has no {what}")]
     Missing { kind: String, what: &'static str },
     #[error("{kind} has no timestamp (eventTime, lastTimestamp, firstTimestamp or creationTimestamp) and the recording gives none")]
@@ -50,8 +52,19 @@ pub fn to_activity(doc: &Value, cluster: &str, recorded_at: Option<Nanos>) -> Re
     if kind == "Event" && (api_version == "v1" || api_version.starts_with("events.k8s.io/")) {
         return event_activity(doc, cluster, recorded_at);
     }
+    let (group, resource) = resource_of(api_version, kind);
+    if BUILT_IN_GROUPS.contains(&group.as_str()) && kind_of(&group, &resource) != Some(kind) && !EXTRA_BUILT_IN_KINDS.contains(&kind) {
+        return Err(MapError::NotBuiltIn { kind: kind.into(), api_version: api_version.into() });
+    }
     observation(doc, kind, api_version, cluster, recorded_at)
 }
+
+/// API groups whose kinds are all known here; a kind in one of them that is not is a typo or a
+/// document from somewhere else, not an object to replay.
+const BUILT_IN_GROUPS: &[&str] = &["", "apps", "batch"];
+
+/// Built-in kinds of those groups the shared kind table does not name.
+const EXTRA_BUILT_IN_KINDS: &[&str] = &["PodTemplate", "Binding", "ComponentStatus"];
 
 fn object_ref(cluster: &str, api_version: &str, kind: &str, namespace: &str, name: &str, uid: Option<&str>) -> ObjectRef {
     let (group, resource) = resource_of(api_version, kind);

@@ -112,3 +112,26 @@ fn real_gzip_audit_log_reads_without_errors() {
     // Requests about collections (list/watch) name no object; each is reported, none panics.
     assert!(r.errors.iter().all(|e| e.message.contains("objectRef")), "{:?}", r.errors.iter().find(|e| !e.message.contains("objectRef")));
 }
+
+#[test]
+fn kubectl_json_lists_and_unknown_built_in_kinds() {
+    let list = serde_json::json!({
+        "apiVersion": "v1", "kind": "List",
+        "items": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web-1", "namespace": "ns", "creationTimestamp": "2024-01-01T00:00:00Z",
+             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u1", "controller": true}]}},
+            {"apiVersion": "apps/v1", "kind": "Deploymnet", "metadata": {"name": "typo", "namespace": "ns", "creationTimestamp": "2024-01-01T00:00:00Z"}},
+            {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ns", "creationTimestamp": "2024-01-01T00:00:00Z"}}
+        ]
+    });
+    let text = serde_json::to_string_pretty(&list).unwrap();
+    let r = read_bytes("list.json", text.as_bytes(), "c");
+    let names: Vec<&str> = r.activities.iter().map(|a| a.activity.object.key.name.as_str()).collect();
+    assert_eq!(names, ["web-1", "w"]);
+    assert_eq!(r.activities[0].activity.links[0].peer.key.name, "web");
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert_eq!(
+        r.errors[0].to_string(),
+        "list.json: item 2 of document 1 (line 1): unknown kind \"Deploymnet\" in apiVersion \"apps/v1\" (a built-in API group has no such kind)"
+    );
+}
