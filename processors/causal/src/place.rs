@@ -153,8 +153,9 @@ impl CausalPlacer {
                 }
                 a.cause = cause;
             }
+            // An Event lasts until the next thing happens to its object (a FailedScheduling
+            // until the Scheduled), whatever its own series says.
             if matches!(a.detail, ActivityDetail::Event(_))
-                && a.end <= a.start
                 && let Some(next) = self.next_on(&a.object.key, a.start, &a.span_identity())
             {
                 a.end = next;

@@ -180,3 +180,34 @@ fn late_arrivals_within_the_buffer_are_placed_as_if_in_order() {
     }
 }
 
+
+#[test]
+fn openshift_revision_3_pods_wait_from_failed_scheduling_until_scheduled() {
+    let dir = fixtures().join("../openshift-must-gather-aws/openshift-apiserver");
+    let mut activities = Vec::new();
+    for f in ["events.yaml", "deployments.yaml", "replicasets.yaml", "pods.yaml"] {
+        let r = kausal_receiver_replay::read_file(&dir.join(f), "aws");
+        assert!(r.errors.is_empty(), "{f}: {:?}", r.errors);
+        activities.extend(r.activities.into_iter().map(|r| r.activity));
+    }
+    let placed = place_all(&activities);
+    check_placement("openshift", &placed);
+    let creations: Vec<&Activity> = placed
+        .iter()
+        .filter(|a| event(a).is_some_and(|e| e.message.starts_with("Created pod: apiserver-5647477f76-")))
+        .collect();
+    assert_eq!(creations.len(), 3);
+    for created in creations {
+        let pod = event(created).unwrap().message.trim_start_matches("Created pod: ").to_string();
+        let under: Vec<&Activity> = placed
+            .iter()
+            .filter(|a| a.object.key.name == pod && cause_of(&placed, a).is_some_and(|c| c.span_identity() == created.span_identity()))
+            .collect();
+        let scheduled = under.iter().find(|a| event(a).unwrap().reason == "Scheduled").unwrap_or_else(|| panic!("{pod}: no Scheduled"));
+        let waits: Vec<&&Activity> = under.iter().filter(|a| event(a).unwrap().reason == "FailedScheduling").collect();
+        assert!(!waits.is_empty(), "{pod}: no FailedScheduling");
+        let last = waits.iter().max_by_key(|a| a.start).unwrap();
+        assert_eq!(last.end, scheduled.start, "{pod}: the last FailedScheduling lasts until Scheduled");
+        assert!(waits.iter().all(|w| w.start < scheduled.start));
+    }
+}
