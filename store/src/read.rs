@@ -12,7 +12,7 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
 
 use crate::error::StoreError;
 use crate::record::{object_record, ActivityKind, ActivityRecord, ObjectRecord};
-use crate::store::decode_span;
+use crate::store::{decode_span, PendingTraces};
 use crate::tables::{
     span_u64, trace_u128, SpanLocation, TraceRef, ACTIVITIES, CLUSTERS, FOREIGN, LINKS_REVERSE, OBJECTS, OBJECT_TRACES,
     SPANS, TAGS,
@@ -68,11 +68,12 @@ pub struct ReverseLink {
 pub struct Snapshot {
     txn: ReadTransaction,
     max_window_length: Nanos,
+    pending_traces: PendingTraces,
 }
 
 impl Snapshot {
-    pub(crate) fn new(txn: ReadTransaction, max_window_length: Nanos) -> Snapshot {
-        Snapshot { txn, max_window_length }
+    pub(crate) fn new(txn: ReadTransaction, max_window_length: Nanos, pending_traces: PendingTraces) -> Snapshot {
+        Snapshot { txn, max_window_length, pending_traces }
     }
 
     /// Objects matching `query`, most recently active first, then by key.
@@ -212,8 +213,12 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// What a query-side trace id stands for.
+    /// What a query-side trace id stands for (registered ones not committed yet included).
     pub fn trace_ref(&self, id: u64) -> Result<Option<TraceRef>, StoreError> {
+        let pending = self.pending_traces.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned();
+        if pending.is_some() {
+            return Ok(pending);
+        }
         let table = self.txn.open_table(TRACES)?;
         let Some(v) = table.get(id)? else { return Ok(None) };
         let decoded = TraceRef::decode(v.value());

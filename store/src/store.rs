@@ -98,7 +98,18 @@ pub struct Store {
     options: StoreOptions,
     writer: Mutex<WriterState>,
     max_window_length: AtomicI64,
+    /// Query-side trace ids registered since the last commit: searches register them here
+    /// (no write transaction on the request path) and the next write, flush or drop of the
+    /// store commits them, so deep links survive restarts. Snapshots look here first.
+    pending_traces: PendingTraces,
 }
+
+/// Trace ids registered but not committed yet, shared with every [`Snapshot`].
+pub(crate) type PendingTraces = Arc<Mutex<HashMap<u64, TraceRef>>>;
+
+/// Pending trace ids beyond which registering one commits them at once, so that a store
+/// nobody writes to keeps memory bounded.
+const PENDING_TRACES_LIMIT: usize = 4096;
 
 struct WriterState {
     seen: SeenSet,
@@ -186,6 +197,7 @@ impl Store {
             }),
             options,
             max_window_length: AtomicI64::new(max_window_length),
+            pending_traces: PendingTraces::default(),
         })
     }
 
@@ -200,7 +212,11 @@ impl Store {
 
     /// A consistent read view of the store as of now.
     pub fn read(&self) -> Result<Snapshot, StoreError> {
-        Ok(Snapshot::new(self.db.begin_read()?, self.max_window_length.load(Ordering::Relaxed)))
+        Ok(Snapshot::new(
+            self.db.begin_read()?,
+            self.max_window_length.load(Ordering::Relaxed),
+            self.pending_traces.clone(),
+        ))
     }
 
     /// Store a batch of spans in one transaction. Object spans are merged into the stored
@@ -251,7 +267,9 @@ impl Store {
                 w.meta.insert(META_MAX_WINDOW_LENGTH, u64::try_from(max_window).unwrap_or(0))?;
             }
         }
+        let traces = self.insert_pending_traces(&txn)?;
         txn.commit()?;
+        self.forget_pending_traces(&traces);
         self.max_window_length.fetch_max(max_window, Ordering::Relaxed);
         self.end_commit(&mut state, durable);
         for hash in seen_now {
@@ -260,13 +278,15 @@ impl Store {
         Ok(stats)
     }
 
-    /// Record a query-side trace id for `trace` and return it. Idempotent.
+    /// Register a query-side trace id for `trace` and return it. Idempotent.
     pub fn put_trace_ref(&self, trace: &TraceRef) -> Result<u64, StoreError> {
         Ok(self.put_trace_refs(std::slice::from_ref(trace))?.first().copied().unwrap_or_else(|| trace.id()))
     }
 
-    /// Record query-side trace ids for several traces in one transaction (none if all are
-    /// known already); returns their ids in order.
+    /// Register query-side trace ids for several traces; returns their ids in order. The ids
+    /// are deterministic ([`TraceRef::id`]) and resolvable at once through any snapshot; new
+    /// ones are committed with the next write or [`Store::flush`] (or right here once many are
+    /// pending), so a search costs no write transaction of its own.
     pub fn put_trace_refs(&self, traces: &[TraceRef]) -> Result<Vec<u64>, StoreError> {
         let ids: Vec<u64> = traces.iter().map(TraceRef::id).collect();
         let missing: Vec<(u64, &TraceRef)> = {
@@ -282,18 +302,47 @@ impl Store {
         if missing.is_empty() {
             return Ok(ids);
         }
-        let mut state = self.lock_writer();
-        let mut txn = self.db.begin_write()?;
-        let durable = self.begin_commit(&mut state, &mut txn)?;
-        {
-            let mut table = txn.open_table(TRACES)?;
+        let pending = {
+            let mut pending = self.pending_traces.lock().unwrap_or_else(PoisonError::into_inner);
             for (id, trace) in missing {
-                table.insert(id, trace.encode().as_slice())?;
+                pending.insert(id, trace.clone());
             }
+            pending.len()
+        };
+        if pending >= PENDING_TRACES_LIMIT {
+            self.flush()?;
         }
-        txn.commit()?;
-        self.end_commit(&mut state, durable);
         Ok(ids)
+    }
+
+    /// Insert every pending trace id into `txn`; returns what was inserted, to be forgotten
+    /// once the transaction commits.
+    fn insert_pending_traces(&self, txn: &WriteTransaction) -> Result<Vec<u64>, StoreError> {
+        let pending: Vec<(u64, Vec<u8>)> = self
+            .pending_traces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, trace)| (*id, trace.encode()))
+            .collect();
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut table = txn.open_table(TRACES)?;
+        for (id, encoded) in &pending {
+            table.insert(*id, encoded.as_slice())?;
+        }
+        Ok(pending.into_iter().map(|(id, _)| id).collect())
+    }
+
+    fn forget_pending_traces(&self, committed: &[u64]) {
+        if committed.is_empty() {
+            return;
+        }
+        let mut pending = self.pending_traces.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in committed {
+            pending.remove(id);
+        }
     }
 
     /// Delete what is older than the configured retention, relative to `now`.
@@ -307,6 +356,8 @@ impl Store {
     /// before it. Runs in bounded transactions, so writers are not held up for long.
     pub fn delete_before(&self, cutoff: Nanos) -> Result<RetentionStats, StoreError> {
         let mut stats = RetentionStats::default();
+        // Pending trace ids go through the same expiry as committed ones.
+        self.flush()?;
         let expired: Vec<(Nanos, String, u64, Nanos)> = {
             let snapshot = self.db.begin_read()?;
             let windows = snapshot.open_table(WINDOWS)?;
@@ -363,14 +414,17 @@ impl Store {
         Ok(stats)
     }
 
-    /// Make every commit so far durable.
+    /// Make every commit so far durable, committing pending trace ids first.
     pub fn flush(&self) -> Result<(), StoreError> {
         let mut state = self.lock_writer();
-        if !state.unsynced {
+        let has_pending = !self.pending_traces.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
+        if !state.unsynced && !has_pending {
             return Ok(());
         }
         let txn = self.db.begin_write()?;
+        let traces = self.insert_pending_traces(&txn)?;
         txn.commit()?;
+        self.forget_pending_traces(&traces);
         state.unsynced = false;
         state.last_sync = Instant::now();
         Ok(())

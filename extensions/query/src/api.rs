@@ -140,29 +140,43 @@ async fn service_operations(
     Ok(Json(jaeger::Response::new(clusters, total)))
 }
 
-async fn trace_by_id(
-    State(api): State<Arc<Reader>>,
-    Path(trace_id): Path<String>,
-) -> Result<Json<jaeger::Response<Vec<JaegerTrace>>>, ApiError> {
+async fn trace_by_id(State(api): State<Arc<Reader>>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
     let id = match QueryTraceId::parse(&trace_id) {
         Ok(id) => id,
         // Not a kausal trace id: maybe a trace received over OTLP, kept as it came.
         Err(e) => match crate::foreign::parse_trace_id(&trace_id).filter(|_| e == TraceIdError::Scheme) {
             Some(raw) => {
-                let trace = blocking(move || crate::foreign::trace(api.store(), raw)).await?;
-                return Ok(Json(jaeger::Response::new(vec![trace], 0)));
+                return blocking(move || {
+                    let spans = crate::foreign::spans(api.store(), raw)?;
+                    json_body(&jaeger::Response::new(vec![crate::foreign::render(&raw, &spans)], 0))
+                })
+                .await;
             }
             None => return Err(ApiError::bad_request(format!("{trace_id}: {e}"))),
         },
     };
-    let trace = blocking(move || Ok(jaeger::render(&api.trace(id)?, id))).await?;
-    Ok(Json(jaeger::Response::new(vec![trace], 0)))
+    blocking(move || {
+        let trace = api.trace(id)?;
+        json_body(&jaeger::Response::new(vec![jaeger::render(&trace, id)], 0))
+    })
+    .await
 }
 
-async fn search(State(api): State<Arc<Reader>>, p: Params) -> Result<Json<jaeger::Response<Vec<JaegerTrace>>>, ApiError> {
+async fn search(State(api): State<Arc<Reader>>, p: Params) -> Result<Response, ApiError> {
     let request = parse_search(&params(p)?, now_nanos(), api.options())?;
-    let traces = blocking(move || Ok(api.search(&request)?.iter().map(|(id, t)| jaeger::render(t, *id)).collect())).await?;
-    Ok(Json(jaeger::Response::new(traces, 0)))
+    blocking(move || {
+        let found = api.search(&request)?;
+        let traces: Vec<JaegerTrace> = found.iter().map(|(id, t)| jaeger::render(t, *id)).collect();
+        json_body(&jaeger::Response::new(traces, 0))
+    })
+    .await
+}
+
+/// A JSON answer serialized where the data lives (on the blocking thread): rendered traces
+/// borrow from the assembled ones.
+fn json_body(value: &impl serde::Serialize) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// `GET /redirect?cluster=&group=&resource=&namespace=&name=&ts=`: 302 to the object's trace
@@ -179,7 +193,7 @@ async fn redirect(State(api): State<Arc<Reader>>, p: Params) -> Result<Response,
 
 /// `GET /api/v1/trace?cluster=&group=&resource=&namespace=&name=&displayMode=` with `ts`
 /// (± 30 minutes) or `start`/`end` (Unix µs) or `lookback`: one trace as Jaeger JSON.
-async fn trace_of_object(State(api): State<Arc<Reader>>, p: Params) -> Result<Json<JaegerTrace>, ApiError> {
+async fn trace_of_object(State(api): State<Arc<Reader>>, p: Params) -> Result<Response, ApiError> {
     let p = params(p)?;
     let key = parse_object_key(&p)?;
     let mode = match param(&p, "displayMode") {
@@ -193,12 +207,11 @@ async fn trace_of_object(State(api): State<Arc<Reader>>, p: Params) -> Result<Js
         }
         None => parse_range(&p, now_nanos(), api.options().default_lookback)?,
     };
-    let trace = blocking(move || {
+    blocking(move || {
         let (id, trace) = api.object_trace(&key, range, mode)?;
-        Ok(jaeger::render(&trace, id))
+        json_body(&jaeger::render(&trace, id))
     })
-    .await?;
-    Ok(Json(trace))
+    .await
 }
 
 /// `GET /api/v1/durations?from=<matcher>&to=<matcher>` over `start`/`end` or `lookback`: count

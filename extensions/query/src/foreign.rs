@@ -10,7 +10,7 @@ use kausal_core::otlp_trace::Span;
 use kausal_store::Store;
 
 use crate::api::ApiError;
-use crate::jaeger::{JaegerTrace, JaegerSpan, KeyValue, Log, Process, Reference, hex};
+use crate::jaeger::{JaegerTrace, JaegerSpan, KeyValue, Log, Process, Reference, TagValue, hex};
 
 /// A 32-hex-digit trace id.
 pub fn parse_trace_id(s: &str) -> Option<[u8; 16]> {
@@ -24,42 +24,40 @@ pub fn parse_trace_id(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// The stored foreign spans of `trace_id` as one Jaeger trace, or not found.
-pub fn trace(store: &Store, trace_id: [u8; 16]) -> Result<JaegerTrace, ApiError> {
+/// The stored foreign spans of `trace_id`, or not found.
+pub fn spans(store: &Store, trace_id: [u8; 16]) -> Result<Vec<Span>, ApiError> {
     let spans = store.read()?.foreign_spans(trace_id)?;
     if spans.is_empty() {
         return Err(ApiError::not_found(format!("trace {} not found", hex(&trace_id))));
     }
-    Ok(render(&trace_id, &spans))
+    Ok(spans)
 }
 
-fn value(v: &Option<AnyValue>) -> (&'static str, serde_json::Value) {
+fn value(v: &Option<AnyValue>) -> (&'static str, TagValue<'_>) {
     match v.as_ref().and_then(|v| v.value.as_ref()) {
         Some(Value::StringValue(s)) => ("string", s.as_str().into()),
         Some(Value::BoolValue(b)) => ("bool", (*b).into()),
         Some(Value::IntValue(i)) => ("int64", (*i).into()),
-        Some(Value::DoubleValue(f)) => match serde_json::Number::from_f64(*f) {
-            Some(n) => ("float64", serde_json::Value::Number(n)),
-            None => ("string", f.to_string().into()),
-        },
+        Some(Value::DoubleValue(f)) if f.is_finite() => ("float64", TagValue::Float(*f)),
+        Some(Value::DoubleValue(f)) => ("string", f.to_string().into()),
         Some(Value::BytesValue(b)) => ("string", hex(b).into()),
         Some(other) => ("string", format!("{other:?}").into()),
         None => ("string", "".into()),
     }
 }
 
-fn tags(attributes: &[OtlpKeyValue]) -> Vec<KeyValue> {
+fn tags(attributes: &[OtlpKeyValue]) -> Vec<KeyValue<'_>> {
     attributes
         .iter()
         .map(|kv| {
             let (value_type, value) = value(&kv.value);
-            KeyValue { key: kv.key.clone(), value_type, value }
+            KeyValue { key: kv.key.as_str().into(), value_type, value }
         })
         .collect()
 }
 
 /// Jaeger JSON of OTLP spans; the resource is not stored, so one process stands for all.
-pub fn render(trace_id: &[u8; 16], spans: &[Span]) -> JaegerTrace {
+pub fn render<'a>(trace_id: &[u8; 16], spans: &'a [Span]) -> JaegerTrace<'a> {
     let trace_hex = hex(trace_id);
     let mut processes = BTreeMap::new();
     processes.insert("p1".to_string(), Process { service_name: "otlp".into(), tags: Vec::new() });
@@ -76,7 +74,7 @@ pub fn render(trace_id: &[u8; 16], spans: &[Span]) -> JaegerTrace {
                 trace_id: trace_hex.clone(),
                 span_id: hex(&s.span_id),
                 flags: 1,
-                operation_name: s.name.clone(),
+                operation_name: s.name.as_str().into(),
                 references: (!s.parent_span_id.is_empty())
                     .then(|| Reference { ref_type: "CHILD_OF", trace_id: trace_hex.clone(), span_id: hex(&s.parent_span_id) })
                     .into_iter()

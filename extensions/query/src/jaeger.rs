@@ -2,6 +2,7 @@
 //! it: the response envelope, traces, spans, references, tags, logs and processes, and the
 //! rendering of an assembled [`Trace`] into it. Times are microseconds on this side.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use kausal_core::conventions::attr;
@@ -40,32 +41,35 @@ pub struct Operation {
     pub span_kind: String,
 }
 
+/// A trace as the Jaeger UI reads it. Borrows the strings of the [`Trace`] it was rendered
+/// from: a large trace holds hundreds of thousands of tags, and copying each into an owned
+/// value before serializing used to cost more than the serializing.
 #[derive(Debug, Serialize)]
-pub struct JaegerTrace {
+pub struct JaegerTrace<'a> {
     #[serde(rename = "traceID")]
     pub trace_id: String,
-    pub spans: Vec<JaegerSpan>,
+    pub spans: Vec<JaegerSpan<'a>>,
     pub processes: BTreeMap<String, Process>,
-    pub warnings: Option<Vec<String>>,
+    pub warnings: Option<Cow<'a, [String]>>,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct JaegerSpan {
+pub struct JaegerSpan<'a> {
     #[serde(rename = "traceID")]
     pub trace_id: String,
     #[serde(rename = "spanID")]
     pub span_id: String,
     pub flags: u32,
-    pub operation_name: String,
+    pub operation_name: Cow<'a, str>,
     pub references: Vec<Reference>,
     pub start_time: i64,
     pub duration: i64,
-    pub tags: Vec<KeyValue>,
-    pub logs: Vec<Log>,
+    pub tags: Vec<KeyValue<'a>>,
+    pub logs: Vec<Log<'a>>,
     #[serde(rename = "processID")]
     pub process_id: String,
-    pub warnings: Option<Vec<String>>,
+    pub warnings: Option<Cow<'a, [String]>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,17 +83,51 @@ pub struct Reference {
 }
 
 #[derive(Debug, Serialize)]
-pub struct KeyValue {
-    pub key: String,
+pub struct KeyValue<'a> {
+    pub key: Cow<'a, str>,
     #[serde(rename = "type")]
     pub value_type: &'static str,
-    pub value: serde_json::Value,
+    pub value: TagValue<'a>,
+}
+
+/// A tag's value, serialized as the bare JSON string, number or boolean.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum TagValue<'a> {
+    String(Cow<'a, str>),
+    Int(i64),
+    Bool(bool),
+    Float(f64),
+}
+
+impl From<String> for TagValue<'_> {
+    fn from(s: String) -> Self {
+        TagValue::String(Cow::Owned(s))
+    }
+}
+
+impl<'a> From<&'a str> for TagValue<'a> {
+    fn from(s: &'a str) -> Self {
+        TagValue::String(Cow::Borrowed(s))
+    }
+}
+
+impl From<bool> for TagValue<'_> {
+    fn from(b: bool) -> Self {
+        TagValue::Bool(b)
+    }
+}
+
+impl From<i64> for TagValue<'_> {
+    fn from(i: i64) -> Self {
+        TagValue::Int(i)
+    }
 }
 
 #[derive(Debug, Serialize)]
-pub struct Log {
+pub struct Log<'a> {
     pub timestamp: i64,
-    pub fields: Vec<KeyValue>,
+    pub fields: Vec<KeyValue<'a>>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord, Clone)]
@@ -109,7 +147,7 @@ pub struct ProcessTag {
 }
 
 /// Render an assembled trace under its query-side id.
-pub fn render(trace: &Trace, id: QueryTraceId) -> JaegerTrace {
+pub fn render(trace: &Trace, id: QueryTraceId) -> JaegerTrace<'_> {
     let trace_id = id.to_string();
     let mut processes: BTreeMap<String, Process> = BTreeMap::new();
     let mut process_ids: BTreeMap<Process, String> = BTreeMap::new();
@@ -131,7 +169,7 @@ pub fn render(trace: &Trace, id: QueryTraceId) -> JaegerTrace {
                 trace_id: trace_id.clone(),
                 span_id: hex(&span.span_id),
                 flags: 1,
-                operation_name: span.operation.clone(),
+                operation_name: Cow::Borrowed(span.operation.as_str()),
                 references: span
                     .parent
                     .map(|p| Reference { ref_type: "CHILD_OF", trace_id: trace_id.clone(), span_id: hex(&p) })
@@ -146,7 +184,7 @@ pub fn render(trace: &Trace, id: QueryTraceId) -> JaegerTrace {
                     .map(|l| Log { timestamp: l.time / 1_000, fields: l.fields.iter().map(key_value).collect() })
                     .collect(),
                 process_id,
-                warnings: (!span.warnings.is_empty()).then(|| span.warnings.clone()),
+                warnings: (!span.warnings.is_empty()).then_some(Cow::Borrowed(span.warnings.as_slice())),
             }
         })
         .collect();
@@ -154,7 +192,7 @@ pub fn render(trace: &Trace, id: QueryTraceId) -> JaegerTrace {
         trace_id,
         spans,
         processes,
-        warnings: (!trace.warnings.is_empty()).then(|| trace.warnings.clone()),
+        warnings: (!trace.warnings.is_empty()).then_some(Cow::Borrowed(trace.warnings.as_slice())),
     }
 }
 
@@ -167,20 +205,24 @@ fn process_of(key: &kausal_core::ObjectKey) -> Process {
     Process { service_name: key.group_resource(), tags }
 }
 
-fn key_value(field: &Field) -> KeyValue {
+fn key_value(field: &Field) -> KeyValue<'_> {
     let (value_type, value) = match &field.value {
-        FieldValue::String(s) => ("string", serde_json::Value::from(s.as_str())),
-        FieldValue::Int(i) => ("int64", serde_json::Value::from(*i)),
-        FieldValue::Bool(b) => ("bool", serde_json::Value::from(*b)),
+        FieldValue::String(s) => ("string", TagValue::from(s.as_str())),
+        FieldValue::Int(i) => ("int64", TagValue::Int(*i)),
+        FieldValue::Bool(b) => ("bool", TagValue::Bool(*b)),
         // NaN and infinities have no JSON number; Jaeger would show them as text anyway.
-        FieldValue::Float(f) => match serde_json::Number::from_f64(*f) {
-            Some(n) => ("float64", serde_json::Value::Number(n)),
-            None => ("string", serde_json::Value::from(f.to_string())),
-        },
+        FieldValue::Float(f) if f.is_finite() => ("float64", TagValue::Float(*f)),
+        FieldValue::Float(f) => ("string", TagValue::from(f.to_string())),
     };
-    KeyValue { key: field.key.clone(), value_type, value }
+    KeyValue { key: Cow::Borrowed(field.key.as_str()), value_type, value }
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }

@@ -5,7 +5,7 @@
 //!
 //! Following links is cycle-safe: an object is loaded at most once, whatever points at it.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use kausal_core::{LinkRole, ObjectKey};
 use kausal_store::{Snapshot, StoreError};
@@ -116,12 +116,15 @@ fn load_object(snapshot: &Snapshot, key: &ObjectKey, range: TimeRange, with_pare
     let windows = snapshot.object_windows(key, range.start, range.end)?;
     let mut activities = Vec::new();
     let mut reverse_links = Vec::new();
+    // A ReplicaSet's hundreds of Pods name it again in every window: dedup by hash, not by
+    // scanning the list (that was quadratic and dominated fetches of large trees).
+    let mut seen: HashSet<(LinkRole, ObjectKey)> = HashSet::new();
     let roles: &[LinkRole] = if with_parents { &[LinkRole::Child, LinkRole::Parent] } else { &[LinkRole::Child] };
     for window in &windows {
         activities.extend(snapshot.activities(window.span_id, range.start, range.end)?);
         for &role in roles {
             for link in snapshot.linked_to(key, window.window.start, role)? {
-                if !reverse_links.iter().any(|(r, k)| *r == role && *k == link.object) {
+                if seen.insert((role, link.object.clone())) {
                     reverse_links.push((role, link.object));
                 }
             }
