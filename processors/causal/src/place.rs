@@ -128,8 +128,15 @@ impl CausalPlacer {
     /// Activities held at least the buffer time by `now`, placed, oldest first; roots
     /// synthesised for them come just before the first activity that needs them.
     pub fn release(&mut self, now: Nanos) -> Vec<Activity> {
-        let (due, held): (Vec<_>, Vec<_>) =
+        let (mut due, mut held): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.pending).into_iter().partition(|(arrived, _)| arrived.saturating_add(self.buffer) <= now);
+        // The hold is bounded too: beyond the size bound the earliest arrivals go out early.
+        if held.len() > self.max_known {
+            held.sort_by_key(|(arrived, _)| *arrived);
+            let keep = held.split_off(held.len() - self.max_known);
+            due.append(&mut held);
+            held = keep;
+        }
         self.pending = held;
         self.place(due.into_iter().map(|(_, a)| a).collect())
     }
@@ -423,8 +430,17 @@ impl CausalPlacer {
     }
 
     /// Forgets what is older than the horizon before the newest activity, and the oldest
-    /// arrivals beyond the size bound.
+    /// arrivals beyond the size bound; object state only of objects with nothing remembered,
+    /// once there is more of it than the bound.
     fn forget(&mut self) {
+        if self.objects.len() > self.max_known {
+            let by_object = &self.by_object;
+            self.objects.retain(|k, _| by_object.contains_key(k));
+        }
+        if self.synthesized.len() > self.max_known {
+            // A root synthesised again later gets the same span ID; the store merges it.
+            self.synthesized.clear();
+        }
         let cutoff = self.newest.saturating_sub(self.horizon);
         while self.order.len() > self.max_known || self.order.front().is_some_and(|(_, s)| *s < cutoff) {
             let Some((key, start)) = self.order.pop_front() else { break };

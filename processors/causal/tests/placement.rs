@@ -259,3 +259,16 @@ async fn the_processor_holds_activities_for_the_buffer_and_flushes_on_shutdown()
     let err = Factory.validate(&bad).unwrap_err().to_string();
     assert!(err.contains("patterns") && err.contains("{child}"), "{err}");
 }
+
+#[test]
+fn what_is_held_and_remembered_stays_bounded() {
+    let config = CausalConfig { max_activities: 3, ..CausalConfig::default() };
+    let mut placer = CausalPlacer::new(&config).unwrap();
+    for i in 0..10 {
+        placer.push(event(obj("pods", &format!("p{i}")), i * S, "kubelet", "Pulled", "x"), 0);
+    }
+    // Nothing is due by time, yet only the bound is held.
+    let early = placer.release(0);
+    assert_eq!((early.len(), placer.held()), (7, 3));
+    assert_eq!(placer.flush().len(), 3);
+}
