@@ -258,25 +258,36 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
 }
 
 /// The part of an object that counts as its spec for `metadata.generation`.
-fn spec_part(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
-        m.remove("kind");
-        m.remove("apiVersion");
-    }
-    o
+/// Whether two maps agree on every key outside `ignore`.
+fn map_equal_except(a: &Map<String, Value>, b: &Map<String, Value>, ignore: &[&str]) -> bool {
+    let relevant = |k: &&String| !ignore.contains(&k.as_str());
+    a.keys().filter(relevant).all(|k| a.get(k) == b.get(k)) && b.keys().filter(relevant).all(|k| a.contains_key(k))
 }
 
-/// The object without what changes on every write, for no-op detection.
-fn comparable(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(Value::Object(m)) = o.get_mut("metadata") {
-        m.remove("managedFields");
-        m.remove("resourceVersion");
+/// Whether two objects agree on their spec part (all but metadata, status, kind, apiVersion);
+/// a difference bumps `metadata.generation`. Compares in place: this runs on every write.
+fn same_spec(a: &Value, b: &Value) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(am), Some(bm)) => map_equal_except(am, bm, &["metadata", "status", "kind", "apiVersion"]),
+        _ => a == b,
     }
-    o
+}
+
+/// Whether two objects differ only in what changes on every write (managedFields,
+/// resourceVersion), for no-op detection.
+fn same_but_bookkeeping(a: &Value, b: &Value) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(am), Some(bm)) => {
+            map_equal_except(am, bm, &["metadata"])
+                && match (am.get("metadata"), bm.get("metadata")) {
+                    (Some(Value::Object(x)), Some(Value::Object(y))) => {
+                        map_equal_except(x, y, &["managedFields", "resourceVersion"])
+                    }
+                    (x, y) => x == y,
+                }
+        }
+        _ => a == b,
+    }
 }
 
 fn label_selector_string(selector: &Value) -> String {
@@ -1047,7 +1058,11 @@ impl Store {
                 rt.kind
             )));
         }
-        let old_view = Self::to_view(rt, old);
+        // The native view is the stored object itself; only converted views need a copy.
+        let old_view: std::borrow::Cow<'_, Value> = match rt.view {
+            View::Native => std::borrow::Cow::Borrowed(old),
+            View::EventsV1 => std::borrow::Cow::Owned(Self::to_view(rt, old)),
+        };
         if let Some(body_name) = meta(&new_view, "name").filter(|n| !n.is_empty())
             && body_name != name
         {
@@ -1063,7 +1078,7 @@ impl Store {
         }
         let mut next = match subresource {
             Some(Subresource::Status) => {
-                let mut n = old_view.clone();
+                let mut n = old_view.clone().into_owned();
                 if let Some(m) = n.as_object_mut() {
                     match new_view.get("status") {
                         Some(s) => {
@@ -1125,10 +1140,10 @@ impl Store {
                 return Err(ApiError::invalid(&rt.group, &rt.kind, name, causes));
             }
         }
-        if comparable(&next) == comparable(&old_view) {
+        if same_but_bookkeeping(&next, &old_view) {
             return Ok(None);
         }
-        if rt.has_generation && spec_part(&next) != spec_part(&old_view) {
+        if rt.has_generation && !same_spec(&next, &old_view) {
             let generation = old_view
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)

@@ -26,7 +26,7 @@ pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 #[derive(Clone, Debug)]
 pub struct Tracked {
     pub resource: ApiResource,
-    pub object: Value,
+    pub object: Arc<Value>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -199,7 +199,7 @@ impl GarbageCollector {
             .iter()
             .flat_map(|i| {
                 let resource = i.resource();
-                i.list().into_iter().map(move |object| Tracked { resource, object })
+                i.list_shared().into_iter().map(move |object| Tracked { resource, object })
             })
             .collect();
         for action in collect_garbage(&snapshot, &TRACKED) {
@@ -281,7 +281,7 @@ mod tests {
                 m.insert(k.clone(), v.clone());
             }
         }
-        Tracked { resource, object }
+        Tracked { resource, object: Arc::new(object) }
     }
 
     fn owner(kind: &str, api_version: &str, name: &str, uid: &str) -> Value {

@@ -34,7 +34,7 @@ struct Inner {
 
 #[derive(Default)]
 struct Store {
-    objects: HashMap<(String, String), Value>,
+    objects: HashMap<(String, String), Arc<Value>>,
     /// Uids this process deleted before the watch said so; stale ADDED/MODIFIED events for them
     /// are ignored until the DELETED event arrives.
     tombstones: HashMap<String, ()>,
@@ -105,11 +105,17 @@ impl Informer {
 
     pub fn get(&self, namespace: &str, name: &str) -> Option<Value> {
         let store = self.inner.store.read().ok()?;
-        store.objects.get(&(namespace.to_string(), name.to_string())).cloned()
+        store.objects.get(&(namespace.to_string(), name.to_string())).map(|o| (**o).clone())
     }
 
     /// Every cached object.
     pub fn list(&self) -> Vec<Value> {
+        self.inner.store.read().map(|s| s.objects.values().map(|o| (**o).clone()).collect()).unwrap_or_default()
+    }
+
+    /// Every cached object, shared rather than copied (for whole-cache passes like the
+    /// garbage collector's, which would otherwise copy every object on every pass).
+    pub fn list_shared(&self) -> Vec<Arc<Value>> {
         self.inner.store.read().map(|s| s.objects.values().cloned().collect()).unwrap_or_default()
     }
 
@@ -118,7 +124,7 @@ impl Informer {
         self.inner
             .store
             .read()
-            .map(|s| s.objects.values().filter(|o| keep(o)).cloned().collect())
+            .map(|s| s.objects.values().filter(|o| keep(o)).map(|o| (**o).clone()).collect())
             .unwrap_or_default()
     }
 
@@ -151,7 +157,7 @@ impl Informer {
             store.objects.remove(&key_of(object))
         };
         if let Some(o) = removed {
-            self.notify(&[o]);
+            self.notify(&[(*o).clone()]);
         }
     }
 
@@ -166,7 +172,7 @@ impl Informer {
         {
             return false;
         }
-        store.objects.insert(key, object);
+        store.objects.insert(key, Arc::new(object));
         true
     }
 
@@ -251,18 +257,18 @@ impl Informer {
     fn replace(&self, items: Vec<Value>) {
         let mut changed = Vec::new();
         if let Ok(mut store) = self.inner.store.write() {
-            let mut fresh: HashMap<(String, String), Value> = HashMap::with_capacity(items.len());
+            let mut fresh: HashMap<(String, String), Arc<Value>> = HashMap::with_capacity(items.len());
             for item in items {
-                fresh.insert(key_of(&item), item);
+                fresh.insert(key_of(&item), Arc::new(item));
             }
             for (key, old) in store.objects.iter() {
                 if !fresh.contains_key(key) {
-                    changed.push(old.clone());
+                    changed.push((**old).clone());
                 }
             }
             for (key, new) in &fresh {
                 if store.objects.get(key).is_none_or(|old| meta::resource_version(old) != meta::resource_version(new)) {
-                    changed.push(new.clone());
+                    changed.push((**new).clone());
                 }
             }
             store.objects = fresh;
