@@ -68,11 +68,15 @@ impl ReceiverFactory for Factory {
 pub fn read_all(files: &[std::path::PathBuf], cluster: &str) -> Recording {
     let mut all = Recording::default();
     for f in files {
-        let r = read_file(f, cluster);
+        let r = recording::read_file_unsettled(f, cluster);
         all.activities.extend(r.activities);
         all.errors.extend(r.errors);
     }
-    all.activities.sort_by_key(|r| r.at);
+    // Objects listed without a clock are the state the whole replay starts from.
+    recording::settle(&mut all.activities);
+    // Stable, and at equal times object state before what happens to it.
+    all.activities
+        .sort_by_key(|r| (r.at, !matches!(r.activity.detail, kausal_core::activity::ActivityDetail::Change(_))));
     all
 }
 

@@ -12,6 +12,18 @@ use serde_json::Value;
 
 use crate::map::{audit_to_activity, to_activity};
 
+/// `Recorded::at` of listed objects until [`settle`] gives them the recording's first time.
+const STATE_FIRST: Nanos = Nanos::MIN;
+
+/// Gives listed objects (fed first) the time of the earliest other activity, so that pacing
+/// starts at the recording's own beginning.
+pub fn settle(activities: &mut [Recorded]) {
+    let first = activities.iter().map(|r| r.at).filter(|at| *at != STATE_FIRST).min();
+    for r in activities.iter_mut().filter(|r| r.at == STATE_FIRST) {
+        r.at = first.unwrap_or(r.activity.start);
+    }
+}
+
 /// One activity from a recording, with when the recording says it happened (for pacing).
 #[derive(Clone, Debug)]
 pub struct Recorded {
@@ -38,6 +50,13 @@ pub struct Recording {
 
 /// Reads a file of any supported format; a file that cannot be read at all is one error.
 pub fn read_file(path: &Path, cluster: &str) -> Recording {
+    let mut out = read_file_unsettled(path, cluster);
+    settle(&mut out.activities);
+    out
+}
+
+/// As [`read_file`], with listed objects still marked to go first (see [`settle`]).
+pub(crate) fn read_file_unsettled(path: &Path, cluster: &str) -> Recording {
     let file = path.display().to_string();
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -48,11 +67,17 @@ pub fn read_file(path: &Path, cluster: &str) -> Recording {
             };
         }
     };
-    read_bytes(&file, &bytes, cluster)
+    read_bytes_unsettled(&file, &bytes, cluster)
 }
 
 /// Reads a recording held in memory; `file` names it in errors.
 pub fn read_bytes(file: &str, bytes: &[u8], cluster: &str) -> Recording {
+    let mut out = read_bytes_unsettled(file, bytes, cluster);
+    settle(&mut out.activities);
+    out
+}
+
+fn read_bytes_unsettled(file: &str, bytes: &[u8], cluster: &str) -> Recording {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut text = Vec::new();
         return match flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut text) {
@@ -187,7 +212,13 @@ fn add_one(out: &mut Recording, file: &str, location: &str, doc: &Value, recorde
         return;
     }
     match to_activity(doc, cluster, recorded_at) {
-        Ok(activity) => out.activities.push(Recorded { at: recorded_at.unwrap_or(activity.start), activity }),
+        Ok(activity) => {
+            // An object listed without a recorder's clock is the state the recording starts
+            // from (what processors need to know owners and writers), so it is fed first.
+            let listed_state = recorded_at.is_none() && matches!(activity.detail, kausal_core::activity::ActivityDetail::Change(_));
+            let at = if listed_state { STATE_FIRST } else { recorded_at.unwrap_or(activity.start) };
+            out.activities.push(Recorded { at, activity })
+        }
         Err(e) => out.errors.push(RecordingError { file: file.into(), location: location.into(), message: e.to_string() }),
     }
 }

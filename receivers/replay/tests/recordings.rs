@@ -135,3 +135,17 @@ fn kubectl_json_lists_and_unknown_built_in_kinds() {
         "list.json: item 2 of document 1 (line 1): unknown kind \"Deploymnet\" in apiVersion \"apps/v1\" (a built-in API group has no such kind)"
     );
 }
+
+#[test]
+fn listed_objects_are_fed_first_across_files() {
+    let dir = real("openshift-must-gather-aws/openshift-apiserver");
+    let files: Vec<PathBuf> = ["events.yaml", "pods.yaml", "replicasets.yaml", "deployments.yaml"].iter().map(|f| dir.join(f)).collect();
+    let all = kausal_receiver_replay::read_all(&files, "aws");
+    assert!(all.errors.is_empty(), "{:?}", all.errors);
+    let first_event = all.activities.iter().position(|r| matches!(r.activity.detail, ActivityDetail::Event(_))).unwrap();
+    let objects = all.activities.iter().filter(|r| !matches!(r.activity.detail, ActivityDetail::Event(_))).count();
+    assert_eq!(first_event, objects, "every listed object comes before the first Event");
+    // ... at the recording's first moment, keeping their own times as activity times.
+    let t0 = all.activities[first_event].at;
+    assert!(all.activities[..objects].iter().all(|r| r.at == t0 && r.activity.start >= t0));
+}
