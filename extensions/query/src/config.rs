@@ -14,6 +14,12 @@ pub struct QueryConfig {
     /// Address the HTTP API listens on (Jaeger query's port by default).
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
+    /// Address the gRPC APIs (Jaeger's QueryService, Jaeger v2's remote storage TraceReader)
+    /// listen on. Unset: Jaeger query's gRPC port, [`DEFAULT_GRPC_ENDPOINT`], best effort (if it
+    /// is taken, e.g. by a second kausal on the machine, the HTTP API still starts and the
+    /// error is logged); set: binding it is required.
+    #[serde(default)]
+    pub grpc_endpoint: Option<String>,
     /// Store directory; the same as the `spanstore` exporter's.
     #[serde(default = "default_directory")]
     pub directory: PathBuf,
@@ -40,6 +46,9 @@ pub struct QueryConfig {
 fn default_endpoint() -> String {
     "0.0.0.0:16686".to_string()
 }
+/// Jaeger query's gRPC port.
+pub const DEFAULT_GRPC_ENDPOINT: &str = "0.0.0.0:16685";
+
 fn default_directory() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -68,6 +77,11 @@ impl QueryConfig {
         if self.endpoint.parse::<std::net::SocketAddr>().is_err() {
             return Err(config.error("endpoint", format!("{:?} is not an address like 0.0.0.0:16686", self.endpoint)));
         }
+        if let Some(grpc) = &self.grpc_endpoint
+            && grpc.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(config.error("grpc_endpoint", format!("{grpc:?} is not an address like {DEFAULT_GRPC_ENDPOINT}")));
+        }
 
         for (key, v) in [
             ("default_limit", self.default_limit),
@@ -93,5 +107,25 @@ impl QueryConfig {
             max_objects: self.max_objects,
             link_budget: self.link_budget,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(yaml: &str) -> Result<QueryConfig, String> {
+        let c = ComponentConfig::from_yaml("query", yaml).map_err(|e| format!("{e:?}"))?;
+        let parsed: QueryConfig = c.parse().map_err(|e| e.to_string())?;
+        parsed.validate(&c).map_err(|e| e.to_string())?;
+        Ok(parsed)
+    }
+
+    #[test]
+    fn grpc_endpoint_has_a_default_and_is_validated() {
+        assert_eq!(validate("directory: ./d").map(|c| c.grpc_endpoint), Ok(None));
+        assert_eq!(validate("grpc_endpoint: 127.0.0.1:0").map(|c| c.grpc_endpoint), Ok(Some("127.0.0.1:0".to_string())));
+        let err = validate("grpc_endpoint: nowhere").unwrap_err();
+        assert!(err.contains("grpc_endpoint") && err.contains("0.0.0.0:16685"), "{err}");
     }
 }
