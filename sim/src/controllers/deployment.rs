@@ -518,7 +518,7 @@ impl DeploymentController {
             controller.deployments.wait_synced().await;
             controller.replica_sets.wait_synced().await;
             let c = controller.clone();
-            let all = move || c.deployments.list().iter().map(object_name).collect::<Vec<_>>();
+            let all = move || c.deployments.list_shared().iter().map(|o| object_name(o)).collect::<Vec<_>>();
             run_queue(queue, Duration::from_secs(2), all, 8, |key| {
                 let c = controller.clone();
                 async move { c.sync(&key).await }

@@ -127,7 +127,7 @@ impl JobController {
             controller.jobs.wait_synced().await;
             controller.pods.wait_synced().await;
             let c = controller.clone();
-            let all = move || c.jobs.list().iter().filter(|j| !finished(j)).map(object_name).collect::<Vec<_>>();
+            let all = move || c.jobs.list_shared().iter().filter(|j| !finished(j)).map(|o| object_name(o)).collect::<Vec<_>>();
             run_queue(queue, Duration::from_secs(2), all, 4, |key| {
                 let c = controller.clone();
                 async move { c.sync(&key).await }

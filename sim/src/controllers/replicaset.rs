@@ -141,7 +141,7 @@ impl ReplicaSetController {
             controller.replica_sets.wait_synced().await;
             controller.pods.wait_synced().await;
             let c = controller.clone();
-            let all = move || c.replica_sets.list().iter().map(object_name).collect::<Vec<_>>();
+            let all = move || c.replica_sets.list_shared().iter().map(|o| object_name(o)).collect::<Vec<_>>();
             run_queue(queue, Duration::from_secs(1), all, 8, |key| {
                 let c = controller.clone();
                 async move { c.sync(&key).await }
