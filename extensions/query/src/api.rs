@@ -16,7 +16,7 @@ use kausal_core::Nanos;
 use kausal_store::{canonical_tag, Store, StoreError, SHORT_TAGS};
 
 use crate::assemble::TimeRange;
-use crate::jaeger::{self, JaegerTrace, Operation, ResponseError};
+use crate::jaeger::{self, Operation, ResponseError};
 use crate::reader::{ObjectQueryKey, Reader, REDIRECT_MARGIN};
 use crate::mode::{all_modes, DisplayMode, QueryTraceId, Scope, TraceIdError, View};
 
@@ -166,7 +166,7 @@ async fn search(State(api): State<Arc<Reader>>, p: Params) -> Result<Response, A
     let request = parse_search(&params(p)?, now_nanos(), api.options())?;
     blocking(move || {
         let found = api.search(&request)?;
-        let traces: Vec<JaegerTrace> = found.iter().map(|(id, t)| jaeger::render(t, *id)).collect();
+        let traces: Vec<jaeger::RenderedTrace> = found.iter().map(|(id, t)| jaeger::render(t, *id)).collect();
         json_body(&jaeger::Response::new(traces, 0))
     })
     .await

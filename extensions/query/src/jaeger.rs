@@ -6,9 +6,10 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use kausal_core::conventions::attr;
+use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::Serialize;
 
-use crate::assemble::{Field, FieldValue, Trace};
+use crate::assemble::{Field, FieldValue, Trace, TraceSpan};
 use crate::mode::QueryTraceId;
 
 /// The envelope of every Jaeger API answer.
@@ -146,17 +147,18 @@ pub struct ProcessTag {
     pub value: String,
 }
 
-/// Render an assembled trace under its query-side id.
-pub fn render(trace: &Trace, id: QueryTraceId) -> JaegerTrace<'_> {
-    let trace_id = id.to_string();
+/// Render an assembled trace under its query-side id: a view that serializes straight into
+/// Jaeger JSON from the trace's own fields. Building an owned [`JaegerTrace`] first meant a
+/// vector of tags per log, tens of thousands for a large tree, allocated and freed per request.
+pub fn render(trace: &Trace, id: QueryTraceId) -> RenderedTrace<'_> {
     let mut processes: BTreeMap<String, Process> = BTreeMap::new();
     let mut process_ids: BTreeMap<Process, String> = BTreeMap::new();
-    let spans = trace
+    let span_processes = trace
         .spans
         .iter()
         .map(|span| {
             let process = process_of(&span.object);
-            let process_id = match process_ids.get(&process) {
+            match process_ids.get(&process) {
                 Some(id) => id.clone(),
                 None => {
                     let id = format!("p{}", process_ids.len() + 1);
@@ -164,35 +166,112 @@ pub fn render(trace: &Trace, id: QueryTraceId) -> JaegerTrace<'_> {
                     processes.insert(id.clone(), process);
                     id
                 }
-            };
-            JaegerSpan {
-                trace_id: trace_id.clone(),
-                span_id: hex(&span.span_id),
-                flags: 1,
-                operation_name: Cow::Borrowed(span.operation.as_str()),
-                references: span
-                    .parent
-                    .map(|p| Reference { ref_type: "CHILD_OF", trace_id: trace_id.clone(), span_id: hex(&p) })
-                    .into_iter()
-                    .collect(),
-                start_time: span.start / 1_000,
-                duration: (span.end - span.start) / 1_000,
-                tags: span.tags.iter().map(key_value).collect(),
-                logs: span
-                    .logs
-                    .iter()
-                    .map(|l| Log { timestamp: l.time / 1_000, fields: l.fields.iter().map(key_value).collect() })
-                    .collect(),
-                process_id,
-                warnings: (!span.warnings.is_empty()).then_some(Cow::Borrowed(span.warnings.as_slice())),
             }
         })
         .collect();
-    JaegerTrace {
-        trace_id,
-        spans,
-        processes,
-        warnings: (!trace.warnings.is_empty()).then_some(Cow::Borrowed(trace.warnings.as_slice())),
+    RenderedTrace { trace, trace_id: id.to_string(), processes, span_processes }
+}
+
+/// An assembled trace as Jaeger JSON (see [`render`]); the same document as [`JaegerTrace`].
+#[derive(Debug)]
+pub struct RenderedTrace<'a> {
+    trace: &'a Trace,
+    trace_id: String,
+    processes: BTreeMap<String, Process>,
+    /// The process id of each span, in span order.
+    span_processes: Vec<String>,
+}
+
+impl Serialize for RenderedTrace<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_struct("JaegerTrace", 4)?;
+        t.serialize_field("traceID", &self.trace_id)?;
+        t.serialize_field("spans", &SpansJson(self))?;
+        t.serialize_field("processes", &self.processes)?;
+        t.serialize_field("warnings", &warnings(&self.trace.warnings))?;
+        t.end()
+    }
+}
+
+fn warnings(w: &[String]) -> Option<&[String]> {
+    (!w.is_empty()).then_some(w)
+}
+
+struct SpansJson<'a>(&'a RenderedTrace<'a>);
+
+impl Serialize for SpansJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let rendered = self.0;
+        let mut seq = s.serialize_seq(Some(rendered.trace.spans.len()))?;
+        for (span, process_id) in rendered.trace.spans.iter().zip(&rendered.span_processes) {
+            seq.serialize_element(&SpanJson { span, trace_id: &rendered.trace_id, process_id })?;
+        }
+        seq.end()
+    }
+}
+
+struct SpanJson<'a> {
+    span: &'a TraceSpan,
+    trace_id: &'a str,
+    process_id: &'a str,
+}
+
+impl Serialize for SpanJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let span = self.span;
+        let references: Vec<Reference> = span
+            .parent
+            .map(|p| Reference { ref_type: "CHILD_OF", trace_id: self.trace_id.to_string(), span_id: hex(&p) })
+            .into_iter()
+            .collect();
+        let mut t = s.serialize_struct("JaegerSpan", 12)?;
+        t.serialize_field("traceID", self.trace_id)?;
+        t.serialize_field("spanID", &hex(&span.span_id))?;
+        t.serialize_field("flags", &1u32)?;
+        t.serialize_field("operationName", &span.operation)?;
+        t.serialize_field("references", &references)?;
+        t.serialize_field("startTime", &(span.start / 1_000))?;
+        t.serialize_field("duration", &((span.end - span.start) / 1_000))?;
+        t.serialize_field("tags", &FieldsJson(&span.tags))?;
+        t.serialize_field("logs", &LogsJson(&span.logs))?;
+        t.serialize_field("processID", self.process_id)?;
+        t.serialize_field("warnings", &warnings(&span.warnings))?;
+        t.end()
+    }
+}
+
+struct LogsJson<'a>(&'a [crate::assemble::Log]);
+
+impl Serialize for LogsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for log in self.0 {
+            seq.serialize_element(&LogJson(log))?;
+        }
+        seq.end()
+    }
+}
+
+struct LogJson<'a>(&'a crate::assemble::Log);
+
+impl Serialize for LogJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_struct("Log", 2)?;
+        t.serialize_field("timestamp", &(self.0.time / 1_000))?;
+        t.serialize_field("fields", &FieldsJson(&self.0.fields))?;
+        t.end()
+    }
+}
+
+struct FieldsJson<'a>(&'a [Field]);
+
+impl Serialize for FieldsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for field in self.0 {
+            seq.serialize_element(&key_value(field))?;
+        }
+        seq.end()
     }
 }
 
