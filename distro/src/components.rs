@@ -11,6 +11,7 @@ pub fn registry() -> Registry {
         .receiver(kausal_receiver_kubeevents::Factory)
         .processor(kausal_processor_diffjoiner::Factory)
         .processor(kausal_processor_linkrules::Factory)
+        .processor(kausal_processor_annotationlinker::Factory)
         .receiver(kausal_receiver_otlp::Factory)
         .processor(kausal_processor_ownerlinker::Factory)
         .processor(kausal_processor_spanbuilder::Factory)
