@@ -1,6 +1,6 @@
 //! `kausal replay`: recordings (kspan captures, kubectl lists, audit logs) fed through kausal as
 //! if live. With `--dump`, the causal trees are printed and nothing is served; without
-//! `--config`, the embedded configuration (config/replay.yaml) stores the spans and serves the
+//! `--config`, the embedded configuration (distro/src/replay.yaml) stores the spans and serves the
 //! query API and UI like the demo; with `--config`, that configuration's `replay` receiver gets
 //! the files and speed from the command line.
 
@@ -14,7 +14,7 @@ use kausal_receiver_replay::{Speed, read_all};
 
 use crate::run::{init_logging, run_service};
 
-const REPLAY_CONFIG: &str = include_str!("../../config/replay.yaml");
+const REPLAY_CONFIG: &str = include_str!("replay.yaml");
 
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
